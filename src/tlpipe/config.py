@@ -1,0 +1,134 @@
+"""The typed, validated configuration built from params.yaml, and the pipeline's paths.
+
+Every stage calls `load_config()` once and takes what it needs from the result;
+nothing else reads params.yaml. A bad value fails with one line naming the key,
+the value and what is allowed.
+"""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tlpipe.errors import UserError
+
+PARAMS_FILE = Path("params.yaml")
+HEAD_NAMES = ("flatten", "gap")
+
+# Where each stage writes; dvc.yaml names the same paths.
+RAW_DIR = Path("data/raw")
+MANIFEST = Path("data/split/manifest.csv")
+FEATURES_DIR = Path("data/features")
+MODELS_DIR = Path("models")
+REPORTS_DIR = Path("reports")
+TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
+EVAL_REPORTS_DIR = REPORTS_DIR / "eval"
+PLOTS_DIR = REPORTS_DIR / "plots"
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    # An unknown key is almost always a typo: refuse it rather than ignore it.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Section):
+    url: str = Field(min_length=1)
+    sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+    max_files: PositiveInt = 1_000_000
+    max_bytes: PositiveInt = 50 * 2**30
+
+
+class SplitConfig(_Section):
+    val: Fraction
+    test: Fraction
+
+    @model_validator(mode="after")
+    def _leaves_training_images(self):
+        if self.val + self.test >= 1:
+            raise ValueError(f"split.val + split.test = {self.val + self.test:g}: must be < 1")
+        return self
+
+
+class TrunkConfig(_Section):
+    name: Literal["vgg16", "mobilenet", "mobilenet_v2"]
+    weights: str
+    image_size: Annotated[int, Field(ge=32, le=1024)]
+    output_layer: str = ""
+    batch_size: PositiveInt = 32
+
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, weights: str) -> str:
+        if weights in ("imagenet", "hed", "none") or weights.endswith(".h5"):
+            return weights
+        raise ValueError("must be imagenet, hed, none or a path to a .weights.h5 file")
+
+    @model_validator(mode="after")
+    def _hed_is_vgg16(self):
+        if self.weights == "hed" and self.name != "vgg16":
+            raise ValueError(f"trunk.weights = hed: HED weights exist for vgg16 only, not {self.name}")
+        return self
+
+
+class HeadConfig(_Section):
+    hidden: list[PositiveInt]
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    learning_rate: Annotated[float, Field(gt=0, le=1)]
+    epochs: PositiveInt
+    batch_size: PositiveInt
+
+
+class HeadsConfig(_Section):
+    flatten: HeadConfig
+    gap: HeadConfig
+
+
+class TrainConfig(_Section):
+    patience: PositiveInt
+    jit_compile: bool = False
+
+
+class Config(_Section):
+    seed: int
+    dataset: DatasetConfig
+    split: SplitConfig
+    trunk: TrunkConfig
+    train: TrainConfig
+    heads: HeadsConfig
+
+    def head(self, name: str) -> HeadConfig:
+        if name not in HEAD_NAMES:
+            raise UserError(f"unknown head {name!r}: must be one of {', '.join(HEAD_NAMES)}")
+        return getattr(self.heads, name)
+
+
+def load_config(path: Path = PARAMS_FILE) -> Config:
+    """Read and validate params.yaml; raise UserError with one line on any problem."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run from the project root") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        raise UserError(f"{path}: {_describe(error)}") from None
+
+
+def _describe(error: ValidationError) -> str:
+    """The first validation problem as 'key = value: what is allowed'."""
+    problem = error.errors(include_url=False)[0]
+    key = ".".join(str(part) for part in problem["loc"])
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "missing":
+        return f"{key}: missing; add it (see the documented defaults in the README)"
+    if problem["type"] == "extra_forbidden":
+        return f"{key}: unknown key; check its spelling"
+    if isinstance(problem["input"], dict):  # a check across several keys names them itself
+        return message
+    return f"{key} = {problem['input']!r}: {message}"

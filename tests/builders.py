@@ -1,0 +1,106 @@
+"""Builders shared by the tests: params.yaml files, tiny images, image folders and archives."""
+
+import hashlib
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+COLORS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+def write_params(directory: Path, base: Path = REPO / "params.yaml", **overrides) -> Path:
+    """Write directory/params.yaml: `base` with overrides, by dotted key (**{"trunk.name": "vgg16"})
+    or by section (split={"val": 0.2}, merged into the section)."""
+    params = yaml.safe_load(base.read_text(encoding="utf-8"))
+    for dotted, value in overrides.items():
+        *parents, key = dotted.split(".")
+        section = params
+        for parent in parents:
+            section = section[parent]
+        section[key] = {**section[key], **value} if isinstance(value, dict) else value
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def png_bytes(seed: int, size: int = 8) -> bytes:
+    """A PNG of random RGB noise: distinct content (and sha256) for each seed."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_image_folder(root: Path, counts: dict[str, int], size: int = 8, first_seed: int = 0) -> list[str]:
+    """root/<class>/img_<n>.png for each class; returns the created paths relative to root (posix)."""
+    created, seed = [], first_seed
+    for label, count in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            name = f"{label}/img_{seed:05d}.png"
+            (root / name).write_bytes(png_bytes(seed, size))
+            created.append(name)
+            seed += 1
+    return created
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root as {relative posix path: bytes}."""
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def sha256_hex(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_tar(path: Path, files: dict[str, bytes], symlinks: dict[str, str] | None = None, mode: str = "w:gz") -> Path:
+    """A tar archive holding `files` ({entry name: content}) and `symlinks` ({entry name: target})."""
+    with tarfile.open(path, mode) as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        for name, target in (symlinks or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return path
+
+
+def make_zip(path: Path, files: dict[str, bytes], symlinks: dict[str, str] | None = None) -> Path:
+    """A zip archive holding `files` and `symlinks` (stored the Unix way: mode bits in external_attr)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(zipfile.ZipInfo(name), content)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)
+            archive.writestr(info, target)
+    return path
+
+
+def color_image(color: tuple[int, int, int], seed: int, size: int = 32) -> Image.Image:
+    """A noisy image of one dominant colour: distinct bytes per seed, easy to tell apart per class."""
+    noise = np.random.default_rng(seed).integers(-40, 40, (size, size, 3))
+    return Image.fromarray(np.clip(np.array(color) + noise, 0, 255).astype(np.uint8))
+
+
+def write_color_archive(path: Path, per_class: int) -> Path:
+    """A .tar.gz image folder dataset (one top-level folder) of 3 colour classes."""
+    with tarfile.open(path, "w:gz") as archive:
+        for class_index, (name, color) in enumerate(COLORS.items()):
+            for index in range(per_class):
+                buffer = io.BytesIO()
+                color_image(color, seed=class_index * 10_000 + index).save(buffer, format="PNG")
+                info = tarfile.TarInfo(f"colors/{name}/{index:03d}.png")
+                info.size = buffer.tell()
+                buffer.seek(0)
+                archive.addfile(info, buffer)
+    return path
