@@ -1,0 +1,151 @@
+"""Stage `fetch`: dataset.url -> data/raw/, one sub-folder per class.
+
+The source is a local image folder, or a .zip / .tar(.gz|.bz2|.xz) archive given
+as a path, a file:// URL or an http(s):// URL. Archives are checked against
+dataset.sha256 and extracted safely; a single top-level folder is unwrapped.
+data/raw/ is replaced only once the new copy is complete.
+"""
+
+import shutil
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from tlpipe.config import RAW_DIR, DatasetConfig, load_config
+from tlpipe.errors import UserError, run_stage
+from tlpipe.files import CHUNK_BYTES, replace_dir, sha256_of, temporary_dir_for
+
+DOWNLOAD_TRIES = 4
+
+
+def main() -> None:
+    dataset = load_config().dataset
+    with temporary_dir_for(RAW_DIR) as work:
+        work = Path(work)
+        fetched = work / "raw"
+        local = _local_path(dataset.url)
+        if local is not None and local.is_dir():
+            shutil.copytree(local, fetched)
+        else:
+            archive = local if local is not None else download(dataset.url, work / "download")
+            verify_sha256(archive, dataset)
+            extract(archive, fetched, dataset)
+        root = _unwrap_single_folder(fetched)
+        replace_dir(root, RAW_DIR)
+    classes = sorted(path.name for path in RAW_DIR.iterdir() if path.is_dir())
+    print(f"fetch: {dataset.url} -> {RAW_DIR}/ ({len(classes)} class folders)")
+
+
+def _local_path(url: str) -> Path | None:
+    """The local path an url names, or None for an http(s) URL."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme in ("http", "https"):
+        return None
+    path = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else Path(url)
+    if not path.exists():
+        raise UserError(f"params.yaml: dataset.url = {url!r}: no such file or folder")
+    return path
+
+
+def download(url: str, destination: Path) -> Path:
+    """Stream url to destination, retrying transient failures (timeouts, 5xx) with backoff."""
+    for attempt in range(1, DOWNLOAD_TRIES + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(destination, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                received = 0
+                with tqdm(total=total, unit="B", unit_scale=True, desc="download", disable=None) as progress:
+                    while chunk := response.read(CHUNK_BYTES):
+                        out.write(chunk)
+                        received += len(chunk)
+                        progress.update(len(chunk))
+                if total is not None and received != total:
+                    raise urllib.error.URLError(f"connection closed after {received} of {total} bytes")
+            return destination
+        except urllib.error.HTTPError as error:
+            if error.code < 500 or attempt == DOWNLOAD_TRIES:
+                raise UserError(f"dataset.url = {url!r}: HTTP {error.code} {error.reason}") from None
+            reason = f"HTTP {error.code}"
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+            if attempt == DOWNLOAD_TRIES:
+                raise UserError(f"dataset.url = {url!r}: download failed after {attempt} tries: {error}") from None
+            reason = str(error)
+        destination.unlink(missing_ok=True)
+        wait = 2 ** (attempt - 1)
+        print(f"fetch: {reason}; retrying in {wait} s")
+        time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def verify_sha256(archive: Path, dataset: DatasetConfig) -> None:
+    actual = sha256_of(archive)
+    if not dataset.sha256:
+        print(f"fetch: dataset.sha256 is empty; pin this archive with dataset.sha256: {actual}")
+    elif actual != dataset.sha256:
+        raise UserError(
+            f"{dataset.url}: sha256 is {actual}, params.yaml dataset.sha256 expects {dataset.sha256}; "
+            "fix the URL or update dataset.sha256"
+        )
+
+
+def extract(archive: Path, destination: Path, dataset: DatasetConfig) -> None:
+    """Extract a zip or tar archive, refusing entries that would escape `destination` or that are bombs."""
+    destination.mkdir()
+    if zipfile.is_zipfile(archive):
+        _extract_zip(archive, destination, dataset)
+    elif tarfile.is_tarfile(archive):
+        _extract_tar(archive, destination, dataset)
+    else:
+        raise UserError(f"{dataset.url}: not a .zip or .tar(.gz|.bz2|.xz) archive, nor a folder")
+
+
+def _check_budget(url: str, count: int, total_bytes: int, dataset: DatasetConfig) -> None:
+    if count > dataset.max_files:
+        raise UserError(f"{url}: more than dataset.max_files = {dataset.max_files} entries; raise it if the archive is trusted")
+    if total_bytes > dataset.max_bytes:
+        raise UserError(f"{url}: unpacks to more than dataset.max_bytes = {dataset.max_bytes}; raise it if the archive is trusted")
+
+
+def _extract_zip(archive: Path, destination: Path, dataset: DatasetConfig) -> None:
+    with zipfile.ZipFile(archive) as zip_file:
+        members = zip_file.infolist()
+        _check_budget(dataset.url, len(members), sum(member.file_size for member in members), dataset)
+        for member in members:
+            path = PurePosixPath(member.filename.replace("\\", "/"))
+            is_symlink = (member.external_attr >> 16) & 0o170000 == 0o120000
+            if path.is_absolute() or ".." in path.parts or is_symlink:
+                raise UserError(f"{dataset.url}: unsafe archive entry {member.filename!r} (absolute, '..' or a link); refusing to extract")
+        zip_file.extractall(destination)
+
+
+def _extract_tar(archive: Path, destination: Path, dataset: DatasetConfig) -> None:
+    with tarfile.open(archive) as tar_file:
+        members = tar_file.getmembers()
+        _check_budget(dataset.url, len(members), sum(member.size for member in members), dataset)
+        for member in members:
+            # The "data" filter below would strip a leading '/' silently; refuse it, as for zip files.
+            if PurePosixPath(member.name).is_absolute():
+                raise UserError(f"{dataset.url}: unsafe archive entry {member.name!r} (absolute); refusing to extract")
+        try:
+            # The "data" filter refuses '..', links leaving the folder and device files.
+            tar_file.extractall(destination, filter="data")
+        except tarfile.FilterError as error:
+            raise UserError(f"{dataset.url}: unsafe archive entry {error.tarinfo.name!r} ({error}); refusing to extract") from None
+
+
+def _unwrap_single_folder(root: Path) -> Path:
+    """An archive holding one top-level folder (as flower_photos.tgz does) yields that folder."""
+    entries = [entry for entry in root.iterdir() if not entry.name.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and entries[0].is_dir() and any(child.is_dir() for child in entries[0].iterdir()):
+        return entries[0]
+    return root
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,409 @@
+"""tlpipe.fetch.main(): dataset.url -> data/raw/, safely and atomically."""
+
+import http.server
+import threading
+import types
+from pathlib import Path
+
+import pytest
+
+from builders import make_image_folder, make_tar, make_zip, png_bytes, sha256_hex, tree, write_params
+from tlpipe import fetch
+from tlpipe.errors import UserError
+
+RAW = Path("data/raw")
+WRONG_SHA = "0" * 64
+
+# Two classes of tiny images: {entry name below the archive's root: content}.
+IMAGES = {f"{label}/{label}_{index}.png": png_bytes(seed) for seed, (label, index) in enumerate(
+    [("cat", 0), ("cat", 1), ("dog", 0), ("dog", 1)])}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def configure(workdir: Path, url: str, sha256: str = "", **dataset) -> None:
+    write_params(workdir, dataset={"url": url, "sha256": sha256, **dataset})
+
+
+def make_previous_raw(workdir: Path) -> dict[str, bytes]:
+    """A data/raw from an earlier fetch; returns its content to compare against later."""
+    make_image_folder(workdir / RAW, {"old_a": 1, "old_b": 1}, first_seed=1000)
+    return tree(workdir / RAW)
+
+
+def data_dir_entries(workdir: Path) -> list[str]:
+    return sorted(path.name for path in (workdir / "data").iterdir())
+
+
+# --- sources ---------------------------------------------------------------------
+
+
+def test_local_folder_is_copied(workdir, capsys):
+    source = workdir / "source"
+    make_image_folder(source, {"cat": 2, "dog": 3})
+    configure(workdir, "source")
+
+    fetch.main()
+
+    assert tree(workdir / RAW) == tree(source)
+    assert tree(source)  # the source is left in place
+    assert "(2 class folders)" in capsys.readouterr().out
+
+
+def test_local_folder_replaces_previous_raw(workdir):
+    make_previous_raw(workdir)
+    source = workdir / "source"
+    make_image_folder(source, {"cat": 1, "dog": 1})
+    configure(workdir, "source")
+
+    fetch.main()
+
+    assert tree(workdir / RAW) == tree(source)
+    assert data_dir_entries(workdir) == ["raw"]
+
+
+def test_tar_gz_single_top_level_folder_is_unwrapped(workdir):
+    archive = make_tar(workdir / "flowers.tar.gz", {f"flowers/{name}": data for name, data in IMAGES.items()})
+    configure(workdir, "flowers.tar.gz", sha256_hex(archive))
+
+    fetch.main()
+
+    assert sorted(path.name for path in (workdir / RAW).iterdir()) == ["cat", "dog"]
+    assert tree(workdir / RAW) == IMAGES
+    assert data_dir_entries(workdir) == ["raw"]
+
+
+@pytest.mark.parametrize("mode", ["w", "w:bz2", "w:xz"])
+def test_other_tar_compressions(workdir, mode):
+    archive = make_tar(workdir / "images.tar", IMAGES, mode=mode)
+    configure(workdir, "images.tar", sha256_hex(archive))
+
+    fetch.main()
+
+    assert tree(workdir / RAW) == IMAGES
+
+
+def test_zip_is_extracted(workdir):
+    archive = make_zip(workdir / "images.zip", IMAGES)
+    configure(workdir, "images.zip", sha256_hex(archive))
+
+    fetch.main()
+
+    assert tree(workdir / RAW) == IMAGES
+
+
+def test_zip_from_macos_drops_macosx_folder_and_unwraps(workdir):
+    files = {f"shoes/{name}": data for name, data in IMAGES.items()}
+    files["__MACOSX/shoes/cat/._cat_0.png"] = b"\x00\x05\x16\x07 resource fork"
+    archive = make_zip(workdir / "shoes.zip", files)
+    configure(workdir, "shoes.zip", sha256_hex(archive))
+
+    fetch.main()
+
+    assert tree(workdir / RAW) == IMAGES
+
+
+def test_file_url(workdir):
+    archive = make_tar(workdir / "images.tar.gz", IMAGES)
+    configure(workdir, archive.resolve().as_uri(), sha256_hex(archive))
+
+    fetch.main()
+
+    assert tree(workdir / RAW) == IMAGES
+
+
+def test_empty_sha256_prints_the_hash_to_pin(workdir, capsys):
+    archive = make_tar(workdir / "images.tar.gz", IMAGES)
+    configure(workdir, "images.tar.gz", "")
+
+    fetch.main()
+
+    assert f"dataset.sha256: {sha256_hex(archive)}" in capsys.readouterr().out
+    assert tree(workdir / RAW) == IMAGES
+
+
+# --- refusals --------------------------------------------------------------------
+
+
+def test_sha256_mismatch_is_refused_and_keeps_previous_raw(workdir):
+    previous = make_previous_raw(workdir)
+    archive = make_tar(workdir / "images.tar.gz", IMAGES)
+    configure(workdir, "images.tar.gz", WRONG_SHA)
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert sha256_hex(archive) in str(error.value)
+    assert WRONG_SHA in str(error.value)
+    assert tree(workdir / RAW) == previous
+    assert data_dir_entries(workdir) == ["raw"]
+
+
+@pytest.mark.parametrize("entry", ["../evil", "../../../../evil", "cat/../../evil"])
+def test_tar_entry_with_dotdot_is_refused(workdir, entry):
+    files = {"cat/a.png": png_bytes(1), entry: b"evil", "dog/b.png": png_bytes(2)}
+    archive = make_tar(workdir / "images.tar.gz", files)
+    configure(workdir, "images.tar.gz", sha256_hex(archive))
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert repr(entry) in str(error.value)
+    assert not (workdir.parent / "evil").exists()  # where "../../../../evil" would land
+    assert list(workdir.rglob("evil")) == []
+    assert data_dir_entries(workdir) == []  # the partial extraction is cleaned up, no data/raw appears
+
+
+def test_tar_entry_with_absolute_path_is_refused(workdir):
+    outside = workdir / "outside" / "absolute_entry.png"
+    archive = make_tar(workdir / "images.tar.gz", {**IMAGES, str(outside): b"evil"})
+    configure(workdir, "images.tar.gz", sha256_hex(archive))
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert repr(str(outside)) in str(error.value)
+    assert not outside.parent.exists()
+    assert data_dir_entries(workdir) == []
+
+
+@pytest.mark.parametrize("target", ["../../../../../etc/passwd", "/etc/passwd"])
+def test_tar_symlink_pointing_outside_is_refused(workdir, target):
+    archive = make_tar(workdir / "images.tar.gz", IMAGES, symlinks={"cat/link.png": target})
+    configure(workdir, "images.tar.gz", sha256_hex(archive))
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert "'cat/link.png'" in str(error.value)
+    assert data_dir_entries(workdir) == []
+
+
+@pytest.mark.parametrize("entry", ["../evil.png", "cat/../../evil.png", "/tmp/evil.png", "..\\evil.png"])
+def test_zip_slip_is_refused(workdir, entry):
+    archive = make_zip(workdir / "images.zip", {**IMAGES, entry: b"evil"})
+    configure(workdir, "images.zip", sha256_hex(archive))
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert repr(entry) in str(error.value)
+    assert not (workdir.parent / "evil.png").exists()
+    assert list(workdir.rglob("evil.png")) == []
+    assert data_dir_entries(workdir) == []
+
+
+def test_zip_symlink_is_refused(workdir):
+    archive = make_zip(workdir / "images.zip", IMAGES, symlinks={"cat/link.png": "/etc/passwd"})
+    configure(workdir, "images.zip", sha256_hex(archive))
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert "'cat/link.png'" in str(error.value)
+    assert data_dir_entries(workdir) == []
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_max_files_is_enforced(workdir, kind):
+    make = make_tar if kind == "tar" else make_zip
+    archive = make(workdir / f"images.{kind}", IMAGES)
+    configure(workdir, archive.name, sha256_hex(archive), max_files=len(IMAGES) - 1)
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert f"dataset.max_files = {len(IMAGES) - 1}" in str(error.value)
+    assert data_dir_entries(workdir) == []
+
+    # Exactly at the limit is allowed.
+    configure(workdir, archive.name, sha256_hex(archive), max_files=len(IMAGES))
+    fetch.main()
+    assert tree(workdir / RAW) == IMAGES
+
+
+def test_max_bytes_is_enforced(workdir):
+    archive = make_tar(workdir / "images.tar.gz", IMAGES)
+    total = sum(len(data) for data in IMAGES.values())
+    configure(workdir, "images.tar.gz", sha256_hex(archive), max_bytes=total - 1)
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert f"dataset.max_bytes = {total - 1}" in str(error.value)
+    assert data_dir_entries(workdir) == []
+
+
+def test_missing_local_path_names_dataset_url(workdir):
+    configure(workdir, "no/such/archive.tar.gz")
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert "dataset.url" in str(error.value)
+    assert "'no/such/archive.tar.gz'" in str(error.value)
+
+
+def test_file_that_is_not_an_archive_is_refused(workdir):
+    previous = make_previous_raw(workdir)
+    (workdir / "images.txt").write_text("cat.png\ndog.png\n")
+    configure(workdir, "images.txt", "")
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert "not a .zip or .tar" in str(error.value)
+    assert tree(workdir / RAW) == previous
+    assert data_dir_entries(workdir) == ["raw"]
+
+
+# --- HTTP ------------------------------------------------------------------------
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Answers each path from server.plans: a list of (status, body, Content-Length) used in turn, the last one repeated."""
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        plan = self.server.plans.get(self.path)
+        if plan is None:
+            self.send_error(404)
+            return
+        status, body, length = plan.pop(0) if len(plan) > 1 else plan[0]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        self.wfile.write(body)  # HTTP/1.0: the connection closes after this, short or not
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.plans, server.requests = {}, []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    server.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def no_sleep(monkeypatch):
+    """Record fetch's retry waits instead of sleeping."""
+    waits = []
+    monkeypatch.setattr(fetch, "time", types.SimpleNamespace(sleep=waits.append))
+    return waits
+
+
+@pytest.fixture
+def served_archive(workdir):
+    files = {f"set/{label}/{index}.png": png_bytes(100 + 10 * n + index, size=24)
+             for n, label in enumerate(["cat", "dog"]) for index in range(3)}
+    archive = make_tar(workdir / "served.tar.gz", files)
+    expected = {name.removeprefix("set/"): data for name, data in files.items()}
+    return archive.read_bytes(), sha256_hex(archive), expected
+
+
+def test_http_download_smaller_than_the_write_buffer(workdir, http_server, no_sleep):
+    # The length check once read the file size before Python flushed its 4 KiB buffer.
+    archive = make_tar(workdir / "small.tar.gz", {"cat/a.png": png_bytes(1, size=4), "dog/b.png": png_bytes(2, size=4)})
+    assert archive.stat().st_size < 4096
+    http_server.plans["/small.tar.gz"] = [(200, archive.read_bytes(), None)]
+    configure(workdir, f"{http_server.base_url}/small.tar.gz", sha256_hex(archive))
+
+    fetch.main()
+
+    assert sorted(tree(workdir / RAW)) == ["cat/a.png", "dog/b.png"]
+    assert no_sleep == []
+
+
+def test_http_download(workdir, http_server, served_archive, no_sleep):
+    body, sha, expected = served_archive
+    http_server.plans["/data.tar.gz"] = [(200, body, None)]
+    configure(workdir, f"{http_server.base_url}/data.tar.gz", sha)
+
+    fetch.main()
+
+    assert tree(workdir / RAW) == expected
+    assert http_server.requests == ["/data.tar.gz"]
+    assert no_sleep == []
+    assert data_dir_entries(workdir) == ["raw"]
+
+
+def test_http_404_is_not_retried(workdir, http_server, no_sleep):
+    configure(workdir, f"{http_server.base_url}/missing.tar.gz")
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert "404" in str(error.value)
+    assert "dataset.url" in str(error.value)
+    assert http_server.requests == ["/missing.tar.gz"]
+    assert no_sleep == []
+    assert data_dir_entries(workdir) == []
+
+
+def test_http_500_is_retried(workdir, http_server, served_archive, no_sleep, capsys):
+    body, sha, expected = served_archive
+    http_server.plans["/data.tar.gz"] = [(500, b"", None), (200, body, None)]
+    configure(workdir, f"{http_server.base_url}/data.tar.gz", sha)
+
+    fetch.main()
+
+    assert tree(workdir / RAW) == expected
+    assert http_server.requests == ["/data.tar.gz"] * 2
+    assert no_sleep == [1]
+    assert "HTTP 500; retrying in 1 s" in capsys.readouterr().out
+
+
+def test_http_500_every_time_fails_after_all_tries(workdir, http_server, no_sleep):
+    previous = make_previous_raw(workdir)
+    http_server.plans["/data.tar.gz"] = [(503, b"", None)]
+    configure(workdir, f"{http_server.base_url}/data.tar.gz")
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert "503" in str(error.value)
+    assert http_server.requests == ["/data.tar.gz"] * fetch.DOWNLOAD_TRIES
+    assert no_sleep == [1, 2, 4]
+    assert tree(workdir / RAW) == previous
+    assert data_dir_entries(workdir) == ["raw"]
+
+
+def test_http_truncated_body_fails_after_retries_and_keeps_previous_raw(workdir, http_server, served_archive, no_sleep):
+    previous = make_previous_raw(workdir)
+    body, sha, _ = served_archive
+    http_server.plans["/data.tar.gz"] = [(200, body[:1000], len(body))]
+    configure(workdir, f"{http_server.base_url}/data.tar.gz", sha)
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert f"download failed after {fetch.DOWNLOAD_TRIES} tries" in str(error.value)
+    assert f"of {len(body)} bytes" in str(error.value)
+    assert http_server.requests == ["/data.tar.gz"] * fetch.DOWNLOAD_TRIES
+    assert no_sleep == [1, 2, 4]
+    assert tree(workdir / RAW) == previous
+    assert data_dir_entries(workdir) == ["raw"]  # no stray .raw-* temporary folders
+
+
+def test_http_truncated_once_then_complete_succeeds(workdir, http_server, served_archive, no_sleep):
+    body, sha, expected = served_archive
+    http_server.plans["/data.tar.gz"] = [(200, body[:1000], len(body)), (200, body, None)]
+    configure(workdir, f"{http_server.base_url}/data.tar.gz", sha)
+
+    fetch.main()
+
+    assert tree(workdir / RAW) == expected
+    assert no_sleep == [1]

@@ -1,0 +1,211 @@
+"""tlpipe.split: data/raw/ -> data/split/manifest.csv with stable, content-hashed splits."""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from builders import make_image_folder, png_bytes, sha256_hex, write_params
+from tlpipe import split
+from tlpipe.config import SplitConfig
+from tlpipe.errors import UserError
+
+RAW = Path("data/raw")
+MANIFEST = Path("data/split/manifest.csv")
+CLASSES = {"cat": 40, "dog": 40, "owl": 40}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, seed=42, split={"val": 0.15, "test": 0.15})
+    return tmp_path
+
+
+def run_split(workdir: Path) -> pd.DataFrame:
+    split.main()
+    return pd.read_csv(workdir / MANIFEST, keep_default_na=False)
+
+
+def splits_by_path(manifest: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(manifest["path"], manifest["split"]))
+
+
+def test_manifest_lists_every_image_once(workdir):
+    created = make_image_folder(workdir / RAW, CLASSES)
+
+    manifest = run_split(workdir)
+
+    assert (workdir / MANIFEST).read_text(encoding="utf-8").splitlines()[0] == "path,label,split,sha256"
+    assert list(manifest.columns) == ["path", "label", "split", "sha256"]
+    assert sorted(manifest["path"]) == sorted(created)
+    for row in manifest.itertuples():
+        assert row.label == row.path.split("/")[0]
+        assert row.sha256 == sha256_hex(workdir / RAW / row.path)
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    assert data_files(workdir) == ["manifest.csv"]  # no temporary file left beside it
+
+
+def data_files(workdir: Path) -> list[str]:
+    return sorted(path.name for path in (workdir / MANIFEST).parent.iterdir())
+
+
+def test_every_class_is_in_every_split(workdir):
+    make_image_folder(workdir / RAW, CLASSES)
+
+    manifest = run_split(workdir)
+
+    counts = pd.crosstab(manifest["label"], manifest["split"])
+    assert sorted(counts.index) == sorted(CLASSES)
+    assert sorted(counts.columns) == ["test", "train", "val"]
+    assert (counts > 0).all().all()
+
+
+def test_split_follows_the_content_hash_and_the_fractions(workdir):
+    make_image_folder(workdir / RAW, CLASSES)
+    write_params(workdir, seed=3, split={"val": 0.2, "test": 0.1})
+
+    manifest = run_split(workdir)
+
+    for row in manifest.itertuples():
+        # The rule in split.py's docstring: u in [0, 1) from sha256(f"{seed}:{content sha256}").
+        position = int.from_bytes(hashlib.sha256(f"3:{row.sha256}".encode()).digest()[:8], "big") / 2**64
+        expected = "test" if position < 0.1 else "val" if position < 0.1 + 0.2 else "train"
+        assert row.split == expected, row.path
+    fractions = SplitConfig(val=0.2, test=0.1)
+    assert split.assign_splits(manifest[["path", "label", "sha256"]], fractions, 3).equals(manifest)
+
+
+def test_identical_files_land_in_the_same_split(workdir):
+    created = make_image_folder(workdir / RAW, CLASSES)
+    duplicates = {}
+    for original in created[::6]:  # 20 duplicates, spread over the classes
+        copy = original.replace(".png", "_copy.png")
+        shutil.copyfile(workdir / RAW / original, workdir / RAW / copy)
+        duplicates[copy] = original
+
+    manifest = run_split(workdir)
+    by_path = splits_by_path(manifest)
+    sha_by_path = dict(zip(manifest["path"], manifest["sha256"]))
+
+    assert len(manifest) == len(created) + len(duplicates)
+    for copy, original in duplicates.items():
+        assert sha_by_path[copy] == sha_by_path[original]
+        assert by_path[copy] == by_path[original], copy
+
+
+def test_adding_images_never_moves_existing_ones(workdir):
+    make_image_folder(workdir / RAW, CLASSES)
+    before = splits_by_path(run_split(workdir))
+
+    added = make_image_folder(workdir / RAW, {label: count // 10 for label, count in CLASSES.items()}, first_seed=5000)
+    after = splits_by_path(run_split(workdir))
+
+    assert set(after) == set(before) | set(added)
+    assert {path: after[path] for path in before} == before
+
+
+def test_changing_the_seed_changes_some_assignments(workdir):
+    make_image_folder(workdir / RAW, CLASSES)
+    seed_42 = run_split(workdir)
+
+    write_params(workdir, seed=7)
+    seed_7 = run_split(workdir)
+
+    assert list(seed_7["path"]) == list(seed_42["path"])
+    assert list(seed_7["sha256"]) == list(seed_42["sha256"])
+    moved = (seed_7["split"] != seed_42["split"]).sum()
+    assert 0 < moved < len(seed_7)
+
+
+def test_the_same_input_gives_a_byte_identical_manifest(workdir):
+    make_image_folder(workdir / RAW, CLASSES)
+    split.main()
+    first = (workdir / MANIFEST).read_bytes()
+
+    split.main()
+
+    assert (workdir / MANIFEST).read_bytes() == first
+
+
+def test_unreadable_and_metadata_files_are_skipped(workdir, capsys):
+    created = make_image_folder(workdir / RAW, CLASSES)
+    data = png_bytes(seed=999, size=32)
+    (workdir / RAW / "cat" / "corrupt.png").write_bytes(data[: len(data) // 2])
+    (workdir / RAW / "cat" / "notes.txt").write_text("not an image\n")
+    (workdir / RAW / "dog" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (workdir / RAW / "owl" / "__MACOSX").mkdir()
+    (workdir / RAW / "owl" / "__MACOSX" / "._img.png").write_bytes(png_bytes(seed=998))
+    (workdir / RAW / "__MACOSX" / "cat").mkdir(parents=True)  # a top-level one is no class
+    (workdir / RAW / "__MACOSX" / "cat" / "._img.png").write_bytes(png_bytes(seed=997))
+
+    manifest = run_split(workdir)
+    out = capsys.readouterr().out
+
+    assert sorted(manifest["path"]) == sorted(created)
+    assert sorted(set(manifest["label"])) == sorted(CLASSES)
+    skipped = sorted(line.split(":")[1].removeprefix(" skipped ") for line in out.splitlines() if line.startswith("split: skipped "))
+    assert skipped == ["cat/corrupt.png", "cat/notes.txt", "dog/.DS_Store", "owl/__MACOSX/._img.png"]
+    assert "split: skipped cat/corrupt.png: not a readable image (OSError)" in out
+
+
+def test_images_in_nested_folders_count_for_their_class(workdir):
+    created = make_image_folder(workdir / RAW, CLASSES)
+    (workdir / RAW / "cat" / "batch 2").mkdir()
+    (workdir / RAW / "cat" / "batch 2" / "extra.png").write_bytes(png_bytes(seed=4242))
+
+    manifest = run_split(workdir).set_index("path")
+
+    assert len(manifest) == len(created) + 1
+    assert manifest.loc["cat/batch 2/extra.png", "label"] == "cat"
+
+
+def test_one_class_is_refused(workdir):
+    make_image_folder(workdir / RAW, {"cat": 40})
+
+    with pytest.raises(UserError) as error:
+        split.main()
+
+    assert "at least 2" in str(error.value)
+    assert not (workdir / MANIFEST).exists()
+
+
+def test_hidden_folder_does_not_count_as_a_class(workdir):
+    make_image_folder(workdir / RAW, {"cat": 40, ".cache": 5})
+
+    with pytest.raises(UserError) as error:
+        split.main()
+
+    assert "found 1 class folder(s)" in str(error.value)
+
+
+def test_class_too_small_for_every_split_is_named(workdir):
+    make_image_folder(workdir / RAW, {"cat": 40, "lonely": 1, "dog": 40})
+
+    with pytest.raises(UserError) as error:
+        split.main()
+
+    assert "class 'lonely' has 1 images" in str(error.value)
+    assert "'cat'" not in str(error.value) and "'dog'" not in str(error.value)
+    assert not (workdir / MANIFEST).exists()
+
+
+def test_missing_raw_folder_is_refused(workdir):
+    with pytest.raises(UserError) as error:
+        split.main()
+
+    assert "data/raw: missing" in str(error.value)
+
+
+def test_class_names_with_spaces_and_accents(workdir):
+    labels = {"été chaussure": 40, "sac à main": 40}
+    created = make_image_folder(workdir / RAW, labels)
+
+    manifest = run_split(workdir)
+
+    assert sorted(manifest["path"]) == sorted(created)
+    assert sorted(set(manifest["label"])) == sorted(labels)
+    for path in manifest["path"]:
+        assert (workdir / RAW / path).is_file()
