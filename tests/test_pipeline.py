@@ -1,0 +1,138 @@
+"""End to end: real `dvc repro` runs in a temporary copy of the repo, on a tiny generated dataset."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from builders import REPO, write_color_archive, write_params
+from tlpipe.files import sha256_of
+from tlpipe.images import load_rgb
+from tlpipe.trunks import preprocess_input
+
+PER_CLASS = 24
+CLASSES = 3
+
+
+def run(project: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in the project with this venv's python and dvc first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def stages_run(result: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
+
+
+def commit(project: Path, message: str) -> None:
+    run(project, "git", "add", "-A")
+    run(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", message)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A committed copy of the repo whose params point at a tiny colour dataset, after one `dvc repro`."""
+    project = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, project / name)
+    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    archive = write_color_archive(project / "colors.tar.gz", PER_CLASS)
+    write_params(project, **{
+        "dataset.url": "colors.tar.gz",
+        "dataset.sha256": sha256_of(archive),
+        "split.val": 0.25,
+        "split.test": 0.25,
+        "trunk.name": "vgg16",
+        "trunk.weights": "none",
+        "trunk.image_size": 32,
+        "trunk.output_layer": "",
+        "heads.flatten.epochs": 8,
+        "heads.gap.epochs": 8,
+    })
+    run(project, "git", "init", "-q")
+    run(project, "dvc", "init", "-q")
+    run(project, "dvc", "config", "core.analytics", "false")
+    commit(project, "tiny")
+    assert stages_run(run(project, "dvc", "repro")) == {
+        "fetch", "split", "features", "train@flatten", "train@gap", "evaluate@flatten", "evaluate@gap", "report"
+    }
+    return project
+
+
+def test_metrics_are_complete_and_counts_add_up(project):
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert set(metrics) == {"flatten", "gap"}
+    for head in metrics.values():
+        assert head["total_params"] == head["trunk_params"] + head["head_params"]
+        assert head["trunk_params"] == 14_714_688  # VGG16 without its top
+        assert 0 <= head["macro_f1"] <= 1
+        assert head["inference_images_per_second"] > 0
+        assert head["epochs_run"] >= head["best_epoch"] >= 1
+    # Flatten on a 1x1x512 map (32 px) has as many inputs as GAP: the heads must be the same size.
+    assert metrics["flatten"]["head_params"] == metrics["gap"]["head_params"] == 512 * 256 + 256 + 256 * 3 + 3
+
+
+def test_both_heads_beat_a_random_guess_by_a_wide_margin(project):
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    for head in ("flatten", "gap"):
+        assert metrics[head]["accuracy"] >= 2 / CLASSES, head
+
+
+def test_comparison_names_its_inputs_and_links_its_plots(project):
+    comparison = (project / "reports/comparison.md").read_text()
+    assert "vgg16, weights `none`" in comparison
+    assert "32×32 px" in comparison
+    assert "`colors.tar.gz`" in comparison
+    assert re.search(r"^\*\*(Flatten|GAP) wins|^\*\*Flatten and GAP tie", comparison, re.MULTILINE)
+    for image in re.findall(r"\]\((plots/[^)]+\.png)\)", comparison):
+        assert (project / "reports" / image).stat().st_size > 1000
+    assert len(re.findall(r"\]\((plots/[^)]+\.png)\)", comparison)) == 4
+
+
+def test_the_saved_model_is_trunk_plus_head_and_agrees_with_the_cache(project):
+    model = keras.models.load_model(project / "models/gap.keras")
+    cached = np.load(project / "data/features/test_x.npy")
+    head = model.get_layer("gap_head")
+    test_paths = pd.read_csv(project / "data/split/manifest.csv").query("split == 'test'")["path"]
+    images = np.stack([load_rgb(project / "data/raw" / path, 32) for path in test_paths]).astype("float32")
+    end_to_end = model.predict(preprocess_input("vgg16")(images), verbose=0)
+    from_cache = head.predict(cached, verbose=0)
+    np.testing.assert_allclose(end_to_end.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(end_to_end, from_cache, atol=0.02)  # the cache is float16
+
+
+def test_a_second_repro_does_nothing(project):
+    assert stages_run(run(project, "dvc", "repro")) == set()
+
+
+def test_changing_one_head_reruns_only_that_head(project):
+    write_params(project, base=project / "params.yaml", **{"heads.gap.dropout": 0.3})
+    assert stages_run(run(project, "dvc", "repro")) == {"train@gap", "evaluate@gap", "report"}
+
+
+def test_an_experiment_with_mobilenet_v2_runs_through(project):
+    commit(project, "after one-head change")
+    run(project, "dvc", "exp", "run", "-S", "trunk.name=mobilenet_v2", "-S", "trunk.weights=none")
+    features = json.loads((project / "reports/features.json").read_text())
+    assert features["feature_shape"] == [1, 1, 1280]
+    assert json.loads((project / "reports/metrics.json").read_text())["gap"]["trunk_params"] == 2_257_984
+
+
+def test_a_bad_param_stops_the_pipeline_with_one_line(project):
+    write_params(project, base=project / "params.yaml", **{"trunk.name": "resnet"})
+    result = run(project, "python", "-m", "tlpipe.features", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: params.yaml: trunk.name = 'resnet'")
+    assert "Traceback" not in result.stderr
+
