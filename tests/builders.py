@@ -4,6 +4,7 @@ import hashlib
 import io
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,41 @@ def write_color_archive(path: Path, per_class: int) -> Path:
                 buffer.seek(0)
                 archive.addfile(info, buffer)
     return path
+
+
+def png_declaring_size(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims width x height pixels: a decompression bomb's header, a few bytes long."""
+    data = bytearray(png_bytes(seed=0, size=1))
+    # After the 8-byte signature: the IHDR chunk's length, type, then width and height, and its CRC at 29.
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def orientation_exif(orientation: int) -> Image.Exif:
+    """EXIF data whose Orientation tag asks viewers to turn the stored image (6: 90 degrees clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def write_conversion_cases(folder: Path) -> dict[str, list[str]]:
+    """One small image per conversion tlpipe.images.decode_rgb makes, written into folder;
+    returns {file name: the conversion notes decode_rgb gives for it}."""
+    palette = Image.new("P", (8, 8), 1)
+    palette.putpalette([10, 20, 30, 200, 100, 50])
+    cases = {
+        "gray.png": (Image.new("L", (8, 8), 77), {}, ["grayscale to RGB"]),
+        "bilevel.png": (Image.new("1", (8, 8), 1), {}, ["black-and-white to RGB"]),
+        "palette.png": (palette, {}, ["palette to RGB"]),
+        "palette_transparent.png": (palette, {"transparency": 0}, ["palette composited on white"]),
+        "rgba.png": (Image.new("RGBA", (8, 8), (10, 20, 30, 128)), {}, ["RGBA composited on white"]),
+        "gray_alpha.png": (Image.new("LA", (8, 8), (90, 128)), {}, ["LA composited on white"]),
+        "cmyk.jpg": (Image.new("CMYK", (8, 8), (0, 255, 255, 0)), {}, ["CMYK to RGB"]),
+        "gray16.png": (Image.fromarray(np.full((8, 8), 40_000, dtype=np.uint16)), {}, ["16-bit scaled to 8-bit", "grayscale to RGB"]),
+        "rotated.png": (Image.new("RGB", (8, 4), (0, 0, 255)), {"exif": orientation_exif(6)}, ["EXIF orientation applied"]),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (image, options, _) in cases.items():
+        image.save(folder / name, **options)
+    return {name: notes for name, (_, _, notes) in cases.items()}

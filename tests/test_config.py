@@ -21,6 +21,8 @@ def test_the_repo_params_are_valid():
         ({"trunk.image_size": 16}, "trunk.image_size = 16"),
         ({"split.val": 0.5, "split.test": 0.5}, "split.val + split.test = 1"),
         ({"dataset.sha256": "abc"}, "dataset.sha256 = 'abc'"),
+        ({"dataset.max_pixels": 0}, "dataset.max_pixels = 0"),
+        ({"split.max_skipped_fraction": 1.5}, "split.max_skipped_fraction = 1.5"),
         ({"heads.flatten.hidden": [256, -1]}, "heads.flatten.hidden.1 = -1"),
         ({"heads.flatten.learning_rat": 0.1}, "heads.flatten.learning_rat: unknown key"),
         ({"seed": "forty-two"}, "seed = 'forty-two'"),

@@ -261,6 +261,51 @@ def test_file_that_is_not_an_archive_is_refused(workdir):
     assert data_dir_entries(workdir) == ["raw"]
 
 
+def fails_as_corrupt(workdir: Path, archive: Path) -> str:
+    """Fetch `archive` (unpinned), expecting the one-line corrupt-archive error; the previous data/raw survives."""
+    previous = make_previous_raw(workdir)
+    configure(workdir, archive.name)
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    message = str(error.value)
+    assert message.startswith(f"{archive.name}: corrupt or truncated archive (")
+    assert "\n" not in message
+    assert tree(workdir / RAW) == previous
+    assert data_dir_entries(workdir) == ["raw"]
+    return message
+
+
+@pytest.mark.parametrize(("name", "mode", "error"), [
+    ("images.tar.gz", "w:gz", "EOFError"),
+    ("images.tar.xz", "w:xz", "EOFError"),
+    ("images.tar", "w", "ReadError: unexpected end of data"),
+])
+def test_truncated_tar_fails_in_one_line(workdir, name, mode, error):
+    archive = make_tar(workdir / name, IMAGES, mode=mode)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 4])  # the plain tar: its 3rd header, no data
+
+    assert f"({error}" in fails_as_corrupt(workdir, archive)
+
+
+def test_zip_with_a_corrupt_entry_fails_in_one_line(workdir):
+    archive = make_zip(workdir / "images.zip", IMAGES)
+    data = bytearray(archive.read_bytes())
+    data[30 + len("cat/cat_0.png") + 40] ^= 0xFF  # inside the first entry's data, after its local header and name
+    archive.write_bytes(bytes(data))
+
+    assert "BadZipFile: Bad CRC-32 for file 'cat/cat_0.png'" in fails_as_corrupt(workdir, archive)
+
+
+def test_zip_with_a_garbage_directory_fails_in_one_line(workdir):
+    end_of_directory = make_zip(workdir / "images.zip", IMAGES).read_bytes()[-22:]  # the record that makes it look like a zip
+    archive = workdir / "images.zip"
+    archive.write_bytes(b"garbage " * 100 + end_of_directory)
+
+    assert "BadZipFile" in fails_as_corrupt(workdir, archive)
+
+
 # --- HTTP ------------------------------------------------------------------------
 
 

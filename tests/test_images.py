@@ -1,11 +1,13 @@
 """tlpipe.images: every kind of input file decodes to upright 8-bit RGB."""
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from builders import png_bytes
-from tlpipe.images import load_rgb, open_rgb
+from builders import orientation_exif, png_bytes, png_declaring_size, write_conversion_cases
+from tlpipe.images import TooManyPixels, decode_rgb, load_rgb, open_rgb
 
 
 def test_grayscale_becomes_rgb_with_equal_channels(tmp_path):
@@ -78,9 +80,7 @@ def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
 def test_exif_orientation_is_applied(tmp_path):
     stored = Image.new("RGB", (4, 2), (0, 0, 255))
     stored.putpixel((0, 0), (255, 0, 0))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
-    stored.save(tmp_path / "rotated.png", exif=exif)
+    stored.save(tmp_path / "rotated.png", exif=orientation_exif(6))
 
     image = open_rgb(tmp_path / "rotated.png")
 
@@ -123,3 +123,41 @@ def test_text_file_raises(tmp_path):
 
     with pytest.raises(OSError):  # PIL.UnidentifiedImageError is an OSError
         open_rgb(tmp_path / "notes.txt")
+
+
+def test_decode_rgb_names_each_conversion(tmp_path):
+    expected = write_conversion_cases(tmp_path)
+
+    notes = {name: decode_rgb(tmp_path / name)[1] for name in expected}
+
+    assert notes == expected
+
+
+def test_upright_rgb_needs_no_conversion(tmp_path):
+    (tmp_path / "rgb.png").write_bytes(png_bytes(seed=1))
+
+    image, notes = decode_rgb(tmp_path / "rgb.png")
+
+    assert image.mode == "RGB"
+    assert notes == []
+
+
+def test_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path):
+    (tmp_path / "bomb.png").write_bytes(png_declaring_size(50_000, 50_000))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would fail the test
+        with pytest.raises(TooManyPixels) as error:
+            decode_rgb(tmp_path / "bomb.png", max_pixels=89_478_485)
+
+    assert error.value.size == (50_000, 50_000)
+
+
+def test_an_image_of_exactly_max_pixels_is_decoded(tmp_path):
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(tmp_path / "square.png")
+
+    image, _ = decode_rgb(tmp_path / "square.png", max_pixels=256)
+
+    assert image.size == (16, 16)
+    with pytest.raises(TooManyPixels):
+        decode_rgb(tmp_path / "square.png", max_pixels=255)

@@ -7,13 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from builders import make_image_folder, png_bytes, sha256_hex, write_params
+from builders import make_image_folder, png_bytes, png_declaring_size, sha256_hex, write_conversion_cases, write_params
 from tlpipe import split
 from tlpipe.config import SplitConfig
 from tlpipe.errors import UserError
 
 RAW = Path("data/raw")
 MANIFEST = Path("data/split/manifest.csv")
+DATA_REPORT = Path("reports/data.md")
+DATA_FILES = Path("reports/data_files.csv")
 CLASSES = {"cat": 40, "dog": 40, "owl": 40}
 
 
@@ -31,6 +33,14 @@ def run_split(workdir: Path) -> pd.DataFrame:
 
 def splits_by_path(manifest: pd.DataFrame) -> dict[str, str]:
     return dict(zip(manifest["path"], manifest["split"]))
+
+
+def listed(workdir: Path, action: str) -> dict[str, str]:
+    """The files reports/data_files.csv lists with `action`: {path: reason}."""
+    files = pd.read_csv(workdir / DATA_FILES, keep_default_na=False)
+    assert list(files.columns) == ["path", "action", "reason"]
+    chosen = files[files["action"] == action]
+    return dict(zip(chosen["path"], chosen["reason"]))
 
 
 def test_manifest_lists_every_image_once(workdir):
@@ -209,3 +219,134 @@ def test_class_names_with_spaces_and_accents(workdir):
     assert sorted(set(manifest["label"])) == sorted(labels)
     for path in manifest["path"]:
         assert (workdir / RAW / path).is_file()
+
+
+# --- converted, skipped, duplicate files and the data report ------------------------
+
+
+def test_converted_images_are_kept_and_listed_with_their_reason(workdir):
+    created = make_image_folder(workdir / RAW, CLASSES)
+    conversions = write_conversion_cases(workdir / RAW / "cat")
+
+    manifest = run_split(workdir)
+
+    assert sorted(manifest["path"]) == sorted(created + [f"cat/{name}" for name in conversions])
+    assert listed(workdir, "converted") == {f"cat/{name}": "; ".join(notes) for name, notes in conversions.items()}
+    assert listed(workdir, "skipped") == {}
+
+
+def test_image_over_max_pixels_is_skipped_with_the_reason(workdir):
+    created = make_image_folder(workdir / RAW, CLASSES)  # 8x8: 64 pixels
+    (workdir / RAW / "cat" / "big.png").write_bytes(png_bytes(seed=999, size=16))
+    write_params(workdir, **{"dataset.max_pixels": 100})
+
+    manifest = run_split(workdir)
+
+    assert sorted(manifest["path"]) == sorted(created)
+    assert listed(workdir, "skipped") == {"cat/big.png": "decompression bomb: 16×16 pixels > dataset.max_pixels"}
+
+
+def test_bomb_sized_header_is_skipped_without_decoding(workdir, recwarn):
+    created = make_image_folder(workdir / RAW, CLASSES)
+    (workdir / RAW / "dog" / "bomb.png").write_bytes(png_declaring_size(50_000, 50_000))
+
+    manifest = run_split(workdir)
+
+    assert sorted(manifest["path"]) == sorted(created)
+    assert listed(workdir, "skipped") == {"dog/bomb.png": "decompression bomb: 50000×50000 pixels > dataset.max_pixels"}
+    assert [warning for warning in recwarn if "decompression bomb" in str(warning.message)] == []
+
+
+def test_identical_files_in_different_classes_are_dropped_as_label_conflicts(workdir):
+    created = make_image_folder(workdir / RAW, CLASSES)
+    shutil.copyfile(workdir / RAW / "cat/img_00000.png", workdir / RAW / "dog/same_as_cat.png")
+    sha256 = sha256_hex(workdir / RAW / "cat/img_00000.png")
+
+    manifest = run_split(workdir)
+
+    assert sorted(manifest["path"]) == sorted(set(created) - {"cat/img_00000.png"})
+    reason = f"sha256 {sha256[:12]}: 2 identical files labelled cat, dog"
+    assert listed(workdir, "label_conflict") == {"cat/img_00000.png": reason, "dog/same_as_cat.png": reason}
+    report = (workdir / DATA_REPORT).read_text(encoding="utf-8")
+    assert "| label conflicts (dropped) | 2 | 1 |" in report
+    assert "- label_conflict: `cat/img_00000.png` = `dog/same_as_cat.png`" in report
+
+
+def test_duplicates_within_a_class_are_kept_and_reported(workdir):
+    created = make_image_folder(workdir / RAW, CLASSES)
+    for copy in ("cat/copy_1.png", "cat/copy_2.png"):
+        shutil.copyfile(workdir / RAW / "cat/img_00000.png", workdir / RAW / copy)
+    sha256 = sha256_hex(workdir / RAW / "cat/img_00000.png")
+
+    manifest = run_split(workdir)
+
+    copies = ["cat/copy_1.png", "cat/copy_2.png", "cat/img_00000.png"]
+    assert sorted(manifest["path"]) == sorted(created + copies[:2])
+    assert len({splits_by_path(manifest)[path] for path in copies}) == 1
+    assert listed(workdir, "duplicate") == {path: f"sha256 {sha256[:12]}: 3 identical files labelled cat" for path in copies}
+    report = (workdir / DATA_REPORT).read_text(encoding="utf-8")
+    assert "| duplicates within a class (kept) | 3 | 1 |" in report
+    assert "| label conflicts (dropped) | 0 | 0 |" in report
+    assert "detected by identical bytes (sha256)" in report
+
+
+def test_too_many_skipped_files_fail_in_one_line_naming_the_param(workdir):
+    make_image_folder(workdir / RAW, CLASSES)  # 120 images
+    for index in range(7):
+        (workdir / RAW / "owl" / f"broken_{index}.png").write_bytes(b"not a png")
+
+    with pytest.raises(UserError) as error:
+        split.main()
+
+    message = str(error.value)
+    assert "7 of 127 files skipped (5.51%)" in message
+    assert "more than split.max_skipped_fraction = 0.05" in message
+    assert "\n" not in message
+    assert not (workdir / MANIFEST).exists()
+    assert not (workdir / DATA_REPORT).exists()
+
+
+def test_hidden_files_do_not_count_toward_the_skipped_fraction(workdir):
+    created = make_image_folder(workdir / RAW, CLASSES)
+    for index in range(6):
+        (workdir / RAW / "owl" / f"broken_{index}.png").write_bytes(b"not a png")
+    for index in range(20):
+        (workdir / RAW / "owl" / f"._resource_fork_{index}.png").write_bytes(b"\x00\x05\x16\x07")
+
+    manifest = run_split(workdir)
+
+    assert sorted(manifest["path"]) == sorted(created)
+    assert len(listed(workdir, "skipped")) == 26
+    assert "6 of 126 files skipped (4.76%)" in (workdir / DATA_REPORT).read_text(encoding="utf-8")
+
+
+def test_a_class_left_without_readable_images_is_named(workdir):
+    make_image_folder(workdir / RAW, {"cat": 40, "dog": 40})
+    (workdir / RAW / "lonely").mkdir()
+    (workdir / RAW / "lonely" / "broken.png").write_bytes(b"not a png")
+
+    with pytest.raises(UserError) as error:
+        split.main()
+
+    assert "class 'lonely' has 0 images" in str(error.value)
+
+
+def test_data_report_has_the_per_class_table_and_links_the_file_list(workdir):
+    make_image_folder(workdir / RAW, CLASSES)
+    write_params(workdir, split={"val": 0.2, "test": 0.1})
+
+    manifest = run_split(workdir)
+
+    report = (workdir / DATA_REPORT).read_text(encoding="utf-8")
+    assert "[data_files.csv](data_files.csv)" in report
+    assert "| class | train | val | test | total | deviation |" in report
+    targets = {"train": 0.7, "val": 0.2, "test": 0.1}
+    counts = pd.crosstab(manifest["label"], manifest["split"])
+    for label in CLASSES:
+        row = counts.loc[label]
+        cells = " | ".join(f"{row[name]} ({row[name] / 40:.1%})" for name in targets)
+        deviation = max(abs(row[name] / 40 - target) for name, target in targets.items())
+        assert f"| {label} | {cells} | 40 | {deviation:.1%} |" in report
+    assert "| width | 8 | 8 | 8 |" in report
+    assert "| 8 × 8 | 120 (100.0%) |" in report
+    assert sorted(path.name for path in (workdir / "reports").iterdir()) == ["data.md", "data_files.csv"]

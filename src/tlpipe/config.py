@@ -40,11 +40,13 @@ class DatasetConfig(_Section):
     sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
     max_files: PositiveInt = 1_000_000
     max_bytes: PositiveInt = 50 * 2**30
+    max_pixels: PositiveInt = 89_478_485  # Pillow's own default limit
 
 
 class SplitConfig(_Section):
     val: Fraction
     test: Fraction
+    max_skipped_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
 
     @model_validator(mode="after")
     def _leaves_training_images(self):
@@ -92,6 +94,10 @@ class TrainConfig(_Section):
     jit_compile: bool = False
 
 
+class ReportConfig(_Section):
+    baseline: str = Field(default="auto", min_length=1)
+
+
 class Config(_Section):
     seed: int
     dataset: DatasetConfig
@@ -99,6 +105,7 @@ class Config(_Section):
     trunk: TrunkConfig
     train: TrainConfig
     heads: HeadsConfig
+    report: ReportConfig = ReportConfig()
 
     def head(self, name: str) -> HeadConfig:
         if name not in HEAD_NAMES:

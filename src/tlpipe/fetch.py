@@ -6,6 +6,7 @@ dataset.sha256 and extracted safely; a single top-level folder is unwrapped.
 data/raw/ is replaced only once the new copy is complete.
 """
 
+import lzma
 import shutil
 import tarfile
 import time
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -22,6 +24,8 @@ from tlpipe.errors import UserError, run_stage
 from tlpipe.files import CHUNK_BYTES, replace_dir, sha256_of, temporary_dir_for
 
 DOWNLOAD_TRIES = 4
+# What zipfile, tarfile and the decompressors raise on a truncated or corrupt archive.
+CORRUPT_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.ReadError, EOFError, zlib.error, lzma.LZMAError)
 
 
 def main() -> None:
@@ -95,14 +99,19 @@ def verify_sha256(archive: Path, dataset: DatasetConfig) -> None:
 
 
 def extract(archive: Path, destination: Path, dataset: DatasetConfig) -> None:
-    """Extract a zip or tar archive, refusing entries that would escape `destination` or that are bombs."""
+    """Extract a zip or tar archive, refusing entries that would escape `destination` or that are bombs;
+    a corrupt or truncated archive fails in one line."""
     destination.mkdir()
-    if zipfile.is_zipfile(archive):
-        _extract_zip(archive, destination, dataset)
-    elif tarfile.is_tarfile(archive):
-        _extract_tar(archive, destination, dataset)
-    else:
-        raise UserError(f"{dataset.url}: not a .zip or .tar(.gz|.bz2|.xz) archive, nor a folder")
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, destination, dataset)
+        elif tarfile.is_tarfile(archive):
+            _extract_tar(archive, destination, dataset)
+        else:
+            raise UserError(f"{dataset.url}: not a .zip or .tar(.gz|.bz2|.xz) archive, nor a folder")
+    except CORRUPT_ARCHIVE_ERRORS as error:
+        detail = " ".join(str(error).split())  # one line, whatever the library wrote
+        raise UserError(f"{dataset.url}: corrupt or truncated archive ({type(error).__name__}: {detail}); fetch it again or fix dataset.url") from None
 
 
 def _check_budget(url: str, count: int, total_bytes: int, dataset: DatasetConfig) -> None:

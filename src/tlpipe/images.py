@@ -3,33 +3,68 @@
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
-# Pillow refuses images past this many pixels (decompression bombs); 89 MP is its own default.
-Image.MAX_IMAGE_PIXELS = 89_478_485
+# The pixel limit is dataset.max_pixels, which the split stage checks from each file's
+# header (decode_rgb's max_pixels) and reports as a skip; features decodes only the
+# files split accepted. Pillow's own global check would warn or raise instead.
+Image.MAX_IMAGE_PIXELS = None
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+ALPHA_MODES = ("RGBA", "LA", "PA")
+MODE_NAMES = {"1": "black-and-white", "L": "grayscale", "P": "palette", "PA": "palette"}
+# EXIF orientations that ImageOps.exif_transpose turns upright (1 is upright already).
+TRANSPOSED_ORIENTATIONS = range(2, 9)
+
+
+class TooManyPixels(Exception):
+    """An image whose header declares more pixels than allowed: a decompression bomb."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__(f"{size[0]}x{size[1]} pixels")
+        self.size = size
+
+
+def decode_rgb(path: str | Path, max_pixels: int | None = None) -> tuple[Image.Image, list[str]]:
+    """Decode an image file into an 8-bit RGB image, upright, and say how it was converted.
+
+    Returns the image and one note per conversion it needed ("grayscale to RGB",
+    "RGBA composited on white", "16-bit scaled to 8-bit", "CMYK to RGB", "EXIF
+    orientation applied"); an RGB image stored upright needs none. Transparency is
+    composited on white (the usual background of product and scanned images).
+    Raises TooManyPixels, before decoding, for an image of more than max_pixels pixels,
+    and OSError for a file that is not a readable image.
+    """
+    notes = []
+    with Image.open(path) as image:  # reads the header only
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise TooManyPixels(image.size)
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in TRANSPOSED_ORIENTATIONS:
+            notes.append("EXIF orientation applied")
+        image = ImageOps.exif_transpose(image)
+    if image.mode in SIXTEEN_BIT_MODES:
+        # Pillow's convert() clips 16-bit values to 255: scale them down instead.
+        pixels = np.asarray(image, dtype=np.uint32)
+        image = Image.fromarray((pixels >> 8).astype(np.uint8), mode="L")
+        notes.append("16-bit scaled to 8-bit")
+    mode_name = MODE_NAMES.get(image.mode, image.mode)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ALPHA_MODES:
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        image = background
+        notes.append(f"{mode_name} composited on white")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+        notes.append(f"{mode_name} to RGB")
+    return image, notes
 
 
 def open_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file into an 8-bit RGB image, upright.
-
-    Grayscale, palette, CMYK and 16-bit images are converted; transparency is
-    composited on white (the usual background of product and scanned images).
-    Raises OSError (or Pillow's DecompressionBombError) for a file that is not a
-    readable image.
-    """
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # Pillow's convert() clips 16-bit values to 255: scale them down instead.
-            pixels = np.asarray(image, dtype=np.uint32)
-            image = Image.fromarray((pixels >> 8).astype(np.uint8), mode="L")
-        if image.mode == "P" and "transparency" in image.info:
-            image = image.convert("RGBA")
-        if image.mode in ("RGBA", "LA", "PA"):
-            background = Image.new("RGB", image.size, (255, 255, 255))
-            background.paste(image, mask=image.getchannel("A"))
-            image = background
-        return image.convert("RGB")
+    """An image file as an 8-bit RGB image, upright (see decode_rgb)."""
+    return decode_rgb(path)[0]
 
 
 def load_rgb(path: str | Path, size: int) -> np.ndarray:
