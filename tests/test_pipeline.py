@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from builders import REPO, write_color_archive, write_params
 from tlpipe.files import sha256_of
@@ -60,7 +61,7 @@ def project(tmp_path_factory) -> Path:
         "heads.flatten.epochs": 8,
         "heads.gap.epochs": 8,
     })
-    run(project, "git", "init", "-q")
+    run(project, "git", "init", "-q", "--initial-branch", "main")
     run(project, "dvc", "init", "-q")
     run(project, "dvc", "config", "core.analytics", "false")
     commit(project, "tiny")
@@ -116,9 +117,48 @@ def test_a_second_repro_does_nothing(project):
     assert stages_run(run(project, "dvc", "repro")) == set()
 
 
-def test_changing_one_head_reruns_only_that_head(project):
+def test_changing_one_head_reruns_only_that_head_and_shows_the_change(project):
+    commit(project, "the default run")
     write_params(project, base=project / "params.yaml", **{"heads.gap.dropout": 0.3})
     assert stages_run(run(project, "dvc", "repro")) == {"train@gap", "evaluate@gap", "report"}
+
+    params_diff = json.loads(run(project, "dvc", "params", "diff", "--json").stdout)
+    assert params_diff["params.yaml"]["heads.gap.dropout"] | {"diff": None} == {"old": 0.2, "new": 0.3, "diff": None}
+    metrics_diff = json.loads(run(project, "dvc", "metrics", "diff", "--json").stdout)
+    assert "gap.train_seconds" in metrics_diff["reports/metrics.json"]
+    assert not any(key.startswith("flatten.") for key in metrics_diff["reports/metrics.json"])
+
+    comparison = (project / "reports/comparison.md").read_text()
+    assert "Against `HEAD` (commit `" in comparison
+    before = json.loads(run(project, "git", "show", "HEAD:reports/metrics.json").stdout)
+    now = json.loads((project / "reports/metrics.json").read_text())
+    change = (now["gap"]["accuracy"] - before["gap"]["accuracy"]) * 100
+    assert f"| {now['flatten']['accuracy']:.1%} | {before['flatten']['accuracy']:.1%} | +0.0 pts | {now['gap']['accuracy']:.1%} | {before['gap']['accuracy']:.1%} | {change:+.1f} pts |" in comparison
+
+
+def test_offline_plots_render_in_headless_chromium(project, tmp_path):
+    template = REPO / "build" / "plots-template.html"
+    assert template.is_file(), f"{template} missing: `make test` builds it (make build/plots-template.html)"
+    (project / "build").mkdir(exist_ok=True)
+    run(project, "dvc", "plots", "diff", "HEAD", "--html-template", str(template), "--out", "build/plots-diff")
+    page = project / "build/plots-diff/index.html"
+    html = page.read_text()
+    assert not re.search(r"<script[^>]*\bsrc\s*=", html), "no script may be loaded: everything is inlined"
+    assert not re.search(r"<link[^>]*https?://", html), "no remote stylesheet"
+    assert html.count("vegaEmbed(") >= 6  # 4 comparison plots + 2 confusion matrices
+
+    screenshot = tmp_path / "plots.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--window-size=1200,1600",
+         f"--screenshot={screenshot}", page.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )
+    pixels = np.asarray(Image.open(screenshot).convert("L"))
+    # Charts drawn: axes, lines and the confusion matrices' cells darken several percent of the
+    # page; a page whose scripts failed to load stays white.
+    assert (pixels < 250).mean() > 0.03
 
 
 def test_an_experiment_with_mobilenet_v2_runs_through(project):

@@ -4,6 +4,10 @@ Reads what the features, train and evaluate stages wrote under reports/ and writ
   reports/metrics.json     keyed by head: quality, parameters, size and cost
   reports/comparison.md    tables and plots, with a one-line verdict at the top
   reports/plots/*.png      training curves, confusion matrices, parameters vs accuracy
+  reports/heads.csv        one row per head (parameters, accuracy): DVC's scatter plot
+
+When a baseline exists (report.baseline), comparison.md also shows each metric's
+change against the reports/metrics.json committed at that git revision.
 """
 
 import json
@@ -12,25 +16,32 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: files only, no display or global state
 
+from tlpipe.baseline import committed_metrics, resolve_revision
 from tlpipe.config import EVAL_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, Config, load_config
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import save_atomically, write_json, write_text
 
 TITLES = {"flatten": "Flatten", "gap": "GAP"}
+PLOTTED = ("head_params", "total_params", "accuracy", "macro_f1")
 
 
 def main() -> None:
     config = load_config()
     features = _read_json(REPORTS_DIR / "features.json")
     metrics = {head: head_metrics(head) for head in HEAD_NAMES}
+    revision = resolve_revision(config.report.baseline)
+    baseline = committed_metrics(revision)
     write_json(REPORTS_DIR / "metrics.json", metrics)
+    heads = pd.DataFrame([{"head": head, **{key: metrics[head][key] for key in PLOTTED}} for head in HEAD_NAMES])
+    write_text(REPORTS_DIR / "heads.csv", heads.to_csv(index=False))
     PLOTS_DIR.mkdir(parents=True, exist_ok=True)
     plot_training_curves(PLOTS_DIR / "training_curves.png")
     for head in HEAD_NAMES:
         plot_confusion_matrix(head, PLOTS_DIR / f"confusion_{head}.png")
     plot_params_vs_accuracy(metrics, PLOTS_DIR / "params_vs_accuracy.png")
-    write_text(REPORTS_DIR / "comparison.md", comparison_markdown(config, features, metrics))
+    write_text(REPORTS_DIR / "comparison.md", comparison_markdown(config, features, metrics, revision, baseline))
     print(f"report: {verdict(metrics)}")
+    print(f"report: baseline {revision}: " + (f"commit {baseline[0]}" if baseline else "none (no committed reports/metrics.json)"))
 
 
 def _read_json(path: Path) -> dict:
@@ -150,13 +161,40 @@ TABLES = {
 }
 
 
+# Metrics compared with the baseline: (key, label, how to show a value, how to show a change).
+CHANGES = [
+    ("accuracy", "accuracy", lambda value: f"{value:.1%}", lambda change: f"{change * 100:+.1f} pts"),
+    ("macro_f1", "macro-F1", lambda value: f"{value:.3f}", lambda change: f"{change:+.3f}"),
+    ("head_params", "head parameters", lambda value: f"{value:,}", lambda change: f"{change:+,}"),
+    ("total_params", "total parameters", lambda value: f"{value:,}", lambda change: f"{change:+,}"),
+    ("train_seconds", "head training", lambda value: f"{value:.1f} s", lambda change: f"{change:+.1f} s"),
+    ("inference_images_per_second", "inference img/s", lambda value: f"{value:.1f}", lambda change: f"{change:+.1f}"),
+]
+
+
+def changes_markdown(metrics: dict, revision: str, baseline: tuple[str, dict] | None) -> list[str]:
+    """For each head and metric: the value now, the baseline's, and the change."""
+    if baseline is None:
+        return [f"No baseline: `{revision}` has no committed `reports/metrics.json`."]
+    commit, before = baseline
+    header = "| metric | " + " | ".join(f"{TITLES[head]} | baseline | change" for head in HEAD_NAMES) + " |"
+    lines = [f"Against `{revision}` (commit `{commit}`).", "", header, "|---|" + "---:|---:|---:|" * len(HEAD_NAMES)]
+    for key, label, show, show_change in CHANGES:
+        cells = []
+        for head in HEAD_NAMES:
+            now, then = metrics[head][key], before.get(head, {}).get(key)
+            cells += [show(now), "–", "–"] if then is None else [show(now), show(then), show_change(now - then)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_table(rows: list[tuple[str, list[str]]]) -> list[str]:
     """A table with one column per head; rows are (label, one value per head)."""
     lines = ["| | " + " | ".join(TITLES[head] for head in HEAD_NAMES) + " |", "|---|" + "---:|" * len(HEAD_NAMES)]
     return lines + [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
 
 
-def comparison_markdown(config: Config, features: dict, metrics: dict) -> str:
+def comparison_markdown(config: Config, features: dict, metrics: dict, revision: str, baseline) -> str:
     heads = [metrics[head] for head in HEAD_NAMES]
     trunk, sizes = config.trunk, features["split_sizes"]
     shape = "×".join(str(size) for size in features["feature_shape"])
@@ -173,6 +211,12 @@ def comparison_markdown(config: Config, features: dict, metrics: dict) -> str:
         f"{trunk.image_size}×{trunk.image_size} px → feature map {shape} |",
         f"| trunk pass (once, shared by both heads) | {features['images']:,} images in {features['seconds']:.1f} s "
         f"({features['images_per_second']:.1f} img/s) on {features['device']} |",
+        "",
+        "## Change against the baseline",
+        "",
+        *changes_markdown(metrics, revision, baseline),
+        "",
+        "Data: [data report](data.md).",
     ]
     for section, rows in TABLES.items():
         lines += ["", f"## {section}", "", *markdown_table([(label, [show(head) for head in heads]) for label, show in rows])]
