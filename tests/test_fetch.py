@@ -107,13 +107,15 @@ def test_zip_from_macos_drops_macosx_folder_and_unwraps(workdir):
     assert tree(workdir / RAW) == IMAGES
 
 
-def test_file_url(workdir):
+def test_a_file_url_is_refused_with_the_path_to_use_instead(workdir):
     archive = make_tar(workdir / "images.tar.gz", IMAGES)
     configure(workdir, archive.resolve().as_uri(), sha256_hex(archive))
 
-    fetch.main()
+    with pytest.raises(UserError) as error:
+        fetch.main()
 
-    assert tree(workdir / RAW) == IMAGES
+    assert "DVC cannot track file:// URLs" in str(error.value)
+    assert f"write the path itself: {archive.resolve()}" in str(error.value)
 
 
 def test_empty_sha256_prints_the_hash_to_pin(workdir, capsys):

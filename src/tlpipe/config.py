@@ -5,6 +5,8 @@ nothing else reads params.yaml. A bad value fails with one line naming the key,
 the value and what is allowed.
 """
 
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -41,6 +43,16 @@ class DatasetConfig(_Section):
     max_files: PositiveInt = 1_000_000
     max_bytes: PositiveInt = 50 * 2**30
     max_pixels: PositiveInt = 89_478_485  # Pillow's own default limit
+
+    @field_validator("url")
+    @classmethod
+    def _dvc_can_track(cls, url: str) -> str:
+        # dvc.yaml declares dataset.url as the fetch stage's dependency: DVC tracks paths and
+        # http(s) URLs (ETag / Last-Modified), but cannot read a file:// URL.
+        if url.startswith("file://"):
+            path = urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+            raise ValueError(f"DVC cannot track file:// URLs as a dependency; write the path itself: {path}")
+        return url
 
 
 class SplitConfig(_Section):

@@ -1,7 +1,7 @@
 """Stage `fetch`: dataset.url -> data/raw/, one sub-folder per class.
 
 The source is a local image folder, or a .zip / .tar(.gz|.bz2|.xz) archive given
-as a path, a file:// URL or an http(s):// URL. Archives are checked against
+as a path or an http(s):// URL. Archives are checked against
 dataset.sha256 and extracted safely; a single top-level folder is unwrapped.
 data/raw/ is replaced only once the new copy is complete.
 """
@@ -51,7 +51,7 @@ def _local_path(url: str) -> Path | None:
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme in ("http", "https"):
         return None
-    path = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else Path(url)
+    path = Path(url)
     if not path.exists():
         raise UserError(f"params.yaml: dataset.url = {url!r}: no such file or folder")
     return path
