@@ -8,8 +8,12 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 from PIL import Image
+
+from tlpipe.config import load_config
+from tlpipe.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 COLORS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
@@ -28,6 +32,16 @@ def write_params(directory: Path, base: Path = REPO / "params.yaml", **overrides
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
+
+
+def config_error(directory: Path, **overrides) -> str:
+    """The error load_config gives for directory/params.yaml written with write_params(**overrides)."""
+    path = write_params(directory, **overrides)
+    try:
+        load_config(path)
+    except UserError as error:
+        return str(error)
+    raise AssertionError(f"params.yaml with {overrides} loaded without an error")
 
 
 def png_bytes(seed: int, size: int = 8) -> bytes:
@@ -143,3 +157,20 @@ def write_conversion_cases(folder: Path) -> dict[str, list[str]]:
     for name, (image, options, _) in cases.items():
         image.save(folder / name, **options)
     return {name: notes for name, (_, _, notes) in cases.items()}
+
+
+def write_split_dataset(root: Path, per_split: dict[str, int], size: int = 32) -> pd.DataFrame:
+    """Colour-class images under root/data/raw and the manifest the split stage would write for them,
+    root/data/split/manifest.csv, with per_split[split] images of each class in each split."""
+    rows = []
+    for class_index, (label, color) in enumerate(COLORS.items()):
+        (root / "data/raw" / label).mkdir(parents=True, exist_ok=True)
+        for split, count in per_split.items():
+            for index in range(count):
+                path = f"{label}/{split}_{index:03d}.png"
+                color_image(color, seed=class_index * 10_000 + len(rows), size=size).save(root / "data/raw" / path)
+                rows.append({"path": path, "label": label, "split": split, "sha256": sha256_hex(root / "data/raw" / path)})
+    manifest = pd.DataFrame(rows)
+    (root / "data/split").mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(root / "data/split/manifest.csv", index=False)
+    return manifest

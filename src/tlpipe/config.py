@@ -8,7 +8,7 @@ the value and what is allowed.
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,10 +26,12 @@ MODELS_DIR = Path("models")
 REPORTS_DIR = Path("reports")
 TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
 EVAL_REPORTS_DIR = REPORTS_DIR / "eval"
+FINETUNE_REPORTS_DIR = REPORTS_DIR / "finetune"
 PLOTS_DIR = REPORTS_DIR / "plots"
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 class _Section(BaseModel):
@@ -106,6 +108,58 @@ class TrainConfig(_Section):
     jit_compile: bool = False
 
 
+# Layer arguments that follow from the pipeline, not from params.yaml: the layers see
+# 0-255 images, must keep the trunk's input size, and draw from augment.seed.
+ARGS_SET_BY_PIPELINE = {
+    "value_range": "the images are 0-255 when augmented",
+    "target_size": "trunk.image_size",
+    "seed": "augment.seed",
+}
+
+
+class AugmentLayerConfig(_Section):
+    name: Literal["RandomFlip", "RandomRotation", "RandomCropAndResize", "RandAugment"]  # keras_cv.layers
+    args: dict[str, Any] = {}
+
+
+class AugmentConfig(_Section):
+    layers: list[AugmentLayerConfig]
+    seed: NonNegativeInt
+    views: NonNegativeInt
+
+    @model_validator(mode="after")
+    def _pipeline_sets_some_args(self):
+        for index, layer in enumerate(self.layers):
+            taken = sorted(set(layer.args) & ARGS_SET_BY_PIPELINE.keys())
+            if taken:
+                raise ValueError(
+                    f"augment.layers.{index}.args.{taken[0]}: set by the pipeline ({ARGS_SET_BY_PIPELINE[taken[0]]}); leave it out"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _views_need_layers(self):
+        if self.views and not self.layers:
+            raise ValueError(f"augment.views = {self.views}: needs at least one entry in augment.layers")
+        return self
+
+
+class FinetuneConfig(_Section):
+    epochs: NonNegativeInt
+    from_layer: int | str
+    learning_rate: Annotated[float, Field(gt=0, le=1)]
+    batch_size: PositiveInt
+    patience: PositiveInt
+    augment: bool
+
+    @field_validator("from_layer", mode="plain")  # plain: one error naming the key, not one per union member
+    @classmethod
+    def _layer_name_or_count(cls, from_layer):
+        if isinstance(from_layer, str) and from_layer or type(from_layer) is int and from_layer > 0:
+            return from_layer
+        raise ValueError("must be the name of the first trunk layer to unfreeze, or a number of top layers (1 or more)")
+
+
 class ReportConfig(_Section):
     baseline: str = Field(default="auto", min_length=1)
 
@@ -117,7 +171,15 @@ class Config(_Section):
     trunk: TrunkConfig
     train: TrainConfig
     heads: HeadsConfig
+    augment: AugmentConfig
+    finetune: FinetuneConfig
     report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="after")
+    def _finetune_augmentation_needs_layers(self):
+        if self.finetune.epochs and self.finetune.augment and not self.augment.layers:
+            raise ValueError("finetune.augment = true: needs at least one entry in augment.layers")
+        return self
 
     def head(self, name: str) -> HeadConfig:
         if name not in HEAD_NAMES:

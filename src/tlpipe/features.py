@@ -6,15 +6,22 @@ float16 memory-mapped .npy files, so memory stays flat as the dataset grows.
 The trunk itself is saved beside them: the train stage puts exactly this trunk
 under each head.
 
+With augment.views = K > 0, each training image also goes through the augment
+layers K times, and the trunk's output for each augmented view is cached too:
+training rows i, n + i, ..., K*n + i are image i clean, then its K views (n
+training images). The trunk thus runs 1 + K times over the training split, once;
+validation and test images are never augmented.
+
 data/features/
-  {train,val,test}_x.npy   float16, (images, H, W, C)
+  {train,val,test}_x.npy   float16, (rows, H, W, C)
   {train,val,test}_y.npy   int32 class indices
   trunk.keras              the frozen trunk
-  meta.json                classes, feature shape, trunk, timings
+  meta.json                classes, feature shape, trunk, augmented views, timings
 """
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -23,6 +30,7 @@ import pandas as pd
 import tensorflow as tf
 
 from tlpipe import runtime
+from tlpipe.augment import build_augmentation
 from tlpipe.config import FEATURES_DIR, MANIFEST, RAW_DIR, REPORTS_DIR, TrunkConfig, load_config
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import replace_dir, temporary_dir_for, write_json
@@ -34,21 +42,30 @@ from tlpipe.trunks import build_trunk, preprocess_input
 def main() -> None:
     config = load_config()
     device = runtime.setup(config.seed)
-    manifest = _read_manifest()
-    classes = sorted(manifest["label"].unique())
+    manifest = read_manifest()
+    classes = class_names(manifest)
     trunk = build_trunk(config.trunk)
     trunk.compile(jit_compile=False)  # XLA slows the trunk pass on CPU (measured: VGG16 2x slower)
     feature_shape = trunk.output_shape[1:]
-    print(f"features: {config.trunk.name} ({config.trunk.weights}) on {device}, {len(manifest)} images -> {feature_shape}")
+    views = config.augment.views
+    augmentation = build_augmentation(config.augment, config.trunk.image_size) if views else None
+    print(f"features: {config.trunk.name} ({config.trunk.weights}) on {device}, {len(manifest)} images -> {feature_shape}"
+          + (f", and {views} augmented views of each training image" if views else ""))
 
     with temporary_dir_for(FEATURES_DIR) as work:
         work = Path(work)
+        trunk_images = 0
         start = time.perf_counter()
         for split in SPLITS:
-            rows = manifest[manifest["split"] == split]
-            labels = rows["label"].map(classes.index).to_numpy(np.int32)
+            paths, labels = split_rows(manifest, split, classes)
+            batches = image_batches(paths, config.trunk)
+            if split == "train" and views:
+                augmented = image_batches(pd.concat([paths] * views), config.trunk, augmentation=augmentation)
+                batches = batches.concatenate(augmented)
+                labels = np.tile(labels, 1 + views)
             np.save(work / f"{split}_y.npy", labels)
-            write_features(trunk, image_batches(rows["path"], config.trunk), work / f"{split}_x.npy", len(rows))
+            write_features(trunk, batches, work / f"{split}_x.npy", len(labels))
+            trunk_images += len(labels)
         seconds = time.perf_counter() - start
         trunk.save(work / "trunk.keras")
         meta = {
@@ -56,38 +73,80 @@ def main() -> None:
             "feature_shape": list(feature_shape),
             "split_sizes": {split: int((manifest["split"] == split).sum()) for split in SPLITS},
             "images": len(manifest),
+            "augment_views": views,
+            "trunk_images": trunk_images,  # images + views x training images
             "seconds": round(seconds, 2),
-            "images_per_second": round(len(manifest) / seconds, 1),
+            "images_per_second": round(trunk_images / seconds, 1),
             "device": device,
         }
         write_json(work / "meta.json", meta)
         replace_dir(work, FEATURES_DIR)
     write_json(REPORTS_DIR / "features.json", meta)  # the trunk pass's cost, for the report and `dvc metrics`
-    print(f"features: one trunk pass over {len(manifest)} images in {seconds:.1f} s ({meta['images_per_second']} img/s)")
+    print(f"features: one trunk pass over {trunk_images} images in {seconds:.1f} s ({meta['images_per_second']} img/s)")
 
 
-def _read_manifest() -> pd.DataFrame:
+def read_manifest() -> pd.DataFrame:
     if not MANIFEST.is_file():
         raise UserError(f"{MANIFEST}: missing; run the split stage first (dvc repro split)")
     return pd.read_csv(MANIFEST, keep_default_na=False)
 
 
-def image_batches(paths: pd.Series, config: TrunkConfig) -> tf.data.Dataset:
-    """Batches of preprocessed images; decoding runs in parallel with the trunk (prefetch)."""
+def class_names(manifest: pd.DataFrame) -> list[str]:
+    """The classes in output order: a class's index is its label's place in sorted order."""
+    return sorted(manifest["label"].unique())
+
+
+def split_rows(manifest: pd.DataFrame, split: str, classes: list[str]) -> tuple[pd.Series, np.ndarray]:
+    """A split's image paths and int32 class indices, in manifest order."""
+    rows = manifest[manifest["split"] == split]
+    return rows["path"], rows["label"].map(classes.index).to_numpy(np.int32)
+
+
+def image_batches(
+    paths: pd.Series,
+    config: TrunkConfig,
+    labels: np.ndarray | None = None,
+    augmentation: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of preprocessed images, or of (images, labels) when `labels` are given.
+
+    Decoding runs in parallel and ahead of the consumer (prefetch). `augmentation`
+    (tlpipe.augment) runs on each 0-255 image before the trunk's preprocessing, one
+    image after another: its random draws, and so the augmented images, then follow
+    from its seed. `shuffle_seed` shuffles the images anew on each pass over them,
+    the same way on every run (training).
+    """
     size = config.image_size
+    preprocess = preprocess_input(config.name)
 
     def load(path: bytes) -> np.ndarray:
         return load_rgb(RAW_DIR / path.decode(), size)
 
-    dataset = tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
-    dataset = dataset.map(
-        lambda path: tf.ensure_shape(tf.numpy_function(load, [path], tf.uint8, stateful=False), (size, size, 3)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    preprocess = preprocess_input(config.name)
-    dataset = dataset.batch(config.batch_size).map(lambda images: preprocess(tf.cast(images, tf.float32)))
+    def decode(path: tf.Tensor) -> tf.Tensor:
+        return tf.ensure_shape(tf.numpy_function(load, [path], tf.uint8, stateful=False), (size, size, 3))
+
+    paths = [str(path) for path in paths]
+    dataset = tf.data.Dataset.from_tensor_slices(paths if labels is None else (paths, labels))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(_on_images(decode), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augmentation is not None:
+        # Sequential, and per image: over a batch, keras-cv's RandAugment draws for its
+        # images in parallel, in no fixed order (measured: 3% of pixels differ between runs).
+        dataset = dataset.map(_on_images(augmentation))
+    dataset = dataset.batch(config.batch_size)
+    dataset = dataset.map(_on_images(lambda images: preprocess(tf.cast(images, tf.float32))))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _on_images(transform: Callable[[tf.Tensor], tf.Tensor]) -> Callable:
+    """`transform` applied to the images of a dataset element that is images, or (images, labels)."""
+
+    def apply(images, labels=None):
+        return transform(images) if labels is None else (transform(images), labels)
+
+    return apply
 
 
 def write_features(trunk: keras.Model, batches: tf.data.Dataset, path: Path, count: int) -> None:

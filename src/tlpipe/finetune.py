@@ -1,0 +1,148 @@
+"""Stage `finetune@<head>`: the optional fine-tuning phase of one head, after train.
+
+It starts from models/<head>.keras (the frozen trunk under the head trained on the
+cached features), unfreezes the trunk from finetune.from_layer up, and trains trunk
+and head end to end with a small learning rate. The images come through tf.data,
+with augment.layers in the map when finetune.augment is on, so the trunk runs
+every epoch: the cost the feature cache otherwise avoids. BatchNormalization
+layers stay frozen: in Keras 3 a frozen BatchNormalization layer normalizes with
+its moving statistics even in training, and leaves them as they are (MobileNet,
+MobileNetV2). Early stopping on val_loss keeps the best epoch's weights.
+
+Off (finetune.epochs = 0, the default), the stage copies models/<head>.keras to
+models/<head>-finetuned.keras: DVC needs every declared output, an identical copy
+takes no room in the DVC cache, and <head>-finetuned.keras is then always the
+head's final model.
+
+models/<head>-finetuned.keras          the full model, preprocessed images -> class probabilities
+reports/finetune/<head>/metrics.json   {"enabled": false} when off; else test accuracy and
+                                       macro-F1 (full model on images), trainable parameters in
+                                       each phase, epochs, best epoch, wall time
+
+Usage: python -m tlpipe.finetune {flatten,gap}
+"""
+
+import shutil
+import time
+
+import keras
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+from tlpipe import runtime
+from tlpipe.augment import build_augmentation
+from tlpipe.config import FINETUNE_REPORTS_DIR, MODELS_DIR, load_config
+from tlpipe.errors import UserError, run_stage
+from tlpipe.features import class_names, image_batches, read_manifest, split_rows
+from tlpipe.files import save_atomically, write_json
+from tlpipe.heads import head_from_argv
+from tlpipe.trunks import TRUNK_NAME
+
+
+def main() -> None:
+    head_name = head_from_argv("finetune")
+    config = load_config()
+    finetune = config.finetune
+    frozen_path = MODELS_DIR / f"{head_name}.keras"
+    finetuned_path = MODELS_DIR / f"{head_name}-finetuned.keras"
+    metrics_path = FINETUNE_REPORTS_DIR / head_name / "metrics.json"
+    if not frozen_path.is_file():
+        raise UserError(f"{frozen_path}: missing; run the train stage first (dvc repro train@{head_name})")
+    if not finetune.epochs:
+        save_atomically(finetuned_path, lambda partial: shutil.copyfile(frozen_path, partial))
+        write_json(metrics_path, {"enabled": False})
+        print(f"finetune@{head_name}: off (finetune.epochs = 0); {finetuned_path} is a copy of {frozen_path}")
+        return
+
+    device = runtime.setup(config.seed)
+    manifest = read_manifest()
+    classes = class_names(manifest)
+    model = keras.models.load_model(frozen_path)
+    frozen_trainable_params = trainable_params(model)
+    first_unfrozen = unfreeze_top(model.get_layer(TRUNK_NAME), finetune.from_layer, config.trunk.name)
+    model.compile(
+        optimizer=keras.optimizers.Adam(finetune.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=False,  # the trunk runs in every step, and XLA slows it on CPU (features stage: 2x)
+    )
+    print(f"finetune@{head_name}: trunk from {first_unfrozen} up and head, {trainable_params(model):,} trainable "
+          f"parameters (frozen phase: {frozen_trainable_params:,}), augmentation {'on' if finetune.augment else 'off'}, on {device}")
+
+    inputs = config.trunk.model_copy(update={"batch_size": finetune.batch_size})
+    augmentation = build_augmentation(config.augment, config.trunk.image_size) if finetune.augment else None
+    train_paths, train_labels = split_rows(manifest, "train", classes)
+    val_paths, val_labels = split_rows(manifest, "val", classes)
+    train_batches = image_batches(train_paths, inputs, train_labels, augmentation, shuffle_seed=config.seed)
+    val_batches = image_batches(val_paths, inputs, val_labels)
+
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=finetune.patience, restore_best_weights=True)
+    start = time.perf_counter()
+    history = model.fit(
+        train_batches,
+        validation_data=val_batches,
+        epochs=finetune.epochs,
+        shuffle=False,  # train_batches shuffles, in tf.data
+        callbacks=[early_stopping],
+        verbose=2,
+    )
+    seconds = time.perf_counter() - start
+    val_loss = history.history["val_loss"]
+    best = int(np.argmin(val_loss))
+
+    test_paths, test_labels = split_rows(manifest, "test", classes)
+    predicted = np.argmax(model.predict(image_batches(test_paths, config.trunk), verbose=0), axis=1)
+    save_atomically(finetuned_path, model.save)
+    metrics = {
+        "enabled": True,
+        "accuracy": accuracy_score(test_labels, predicted),
+        "macro_f1": f1_score(test_labels, predicted, average="macro", labels=range(len(classes)), zero_division=0),
+        "test_images": len(test_labels),
+        "trainable_params": trainable_params(model),
+        "frozen_trainable_params": frozen_trainable_params,
+        "first_unfrozen_layer": first_unfrozen,
+        "epochs_run": len(val_loss),
+        "best_epoch": best + 1,
+        "best_val_loss": val_loss[best],
+        "best_val_accuracy": history.history["val_accuracy"][best],
+        "train_seconds": round(seconds, 2),
+        "device": device,
+    }
+    write_json(metrics_path, metrics)
+    print(f"finetune@{head_name}: best epoch {best + 1}/{len(val_loss)}, test accuracy {metrics['accuracy']:.3f}, "
+          f"macro-F1 {metrics['macro_f1']:.3f}, {seconds:.1f} s -> {finetuned_path}")
+
+
+def unfreeze_top(trunk: keras.Model, from_layer: int | str, trunk_name: str) -> str:
+    """Make the trunk trainable from `from_layer` up, BatchNormalization layers excepted; return that layer's name.
+
+    `from_layer` is a layer name, or the number of top layers. The layers below it stay frozen.
+    """
+    layers = [layer for layer in trunk.layers if not isinstance(layer, keras.layers.InputLayer)]
+    first = _first_unfrozen_index([layer.name for layer in layers], from_layer, trunk_name)
+    # Keras counts a layer's weights as trainable only if its model is trainable too.
+    trunk.trainable = True
+    for index, layer in enumerate(layers):
+        layer.trainable = index >= first and not isinstance(layer, keras.layers.BatchNormalization)
+    return layers[first].name
+
+
+def _first_unfrozen_index(names: list[str], from_layer: int | str, trunk_name: str) -> int:
+    if isinstance(from_layer, int):
+        if from_layer > len(names):
+            raise UserError(f"params.yaml: finetune.from_layer = {from_layer}: the {trunk_name} trunk has {len(names)} layers")
+        return len(names) - from_layer
+    if from_layer not in names:
+        raise UserError(
+            f"params.yaml: finetune.from_layer = {from_layer!r}: no such layer in the {trunk_name} trunk; "
+            f"use a number of top layers or a layer name such as {', '.join(names[-6:])}"
+        )
+    return names.index(from_layer)
+
+
+def trainable_params(model: keras.Model) -> int:
+    return sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+
+
+if __name__ == "__main__":
+    run_stage(main)
