@@ -66,7 +66,8 @@ def project(tmp_path_factory) -> Path:
     run(project, "dvc", "config", "core.analytics", "false")
     commit(project, "tiny")
     assert stages_run(run(project, "dvc", "repro")) == {
-        "fetch", "split", "features", "train@flatten", "train@gap", "evaluate@flatten", "evaluate@gap", "report"
+        "fetch", "split", "features", "train@flatten", "train@gap", "evaluate@flatten", "evaluate@gap",
+        "finetune@flatten", "finetune@gap", "report",
     }
     return project
 
@@ -95,6 +96,8 @@ def test_comparison_names_its_inputs_and_links_its_plots(project):
     assert "vgg16, weights `none`" in comparison
     assert "32×32 px" in comparison
     assert "`colors.tar.gz`" in comparison
+    assert "## Fine-tuning\n\nOff (`finetune.epochs: 0`)" in comparison
+    assert "| augmentation | none (`augment.views: 0`) |" in comparison
     assert re.search(r"^\*\*(Flatten|GAP) wins|^\*\*Flatten and GAP tie", comparison, re.MULTILINE)
     for image in re.findall(r"\]\((plots/[^)]+\.png)\)", comparison):
         assert (project / "reports" / image).stat().st_size > 1000
@@ -120,7 +123,7 @@ def test_a_second_repro_does_nothing(project):
 def test_changing_one_head_reruns_only_that_head_and_shows_the_change(project):
     commit(project, "the default run")
     write_params(project, base=project / "params.yaml", **{"heads.gap.dropout": 0.3})
-    assert stages_run(run(project, "dvc", "repro")) == {"train@gap", "evaluate@gap", "report"}
+    assert stages_run(run(project, "dvc", "repro")) == {"train@gap", "evaluate@gap", "finetune@gap", "report"}
 
     params_diff = json.loads(run(project, "dvc", "params", "diff", "--json").stdout)
     assert params_diff["params.yaml"]["heads.gap.dropout"] | {"diff": None} == {"old": 0.2, "new": 0.3, "diff": None}

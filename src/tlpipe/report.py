@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: files only, no display or global state
 
 from tlpipe.baseline import committed_metrics, resolve_revision
-from tlpipe.config import EVAL_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, Config, load_config
+from tlpipe.config import EVAL_REPORTS_DIR, FINETUNE_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, Config, load_config
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import save_atomically, write_json, write_text
 
@@ -39,7 +39,8 @@ def main() -> None:
     for head in HEAD_NAMES:
         plot_confusion_matrix(head, PLOTS_DIR / f"confusion_{head}.png")
     plot_params_vs_accuracy(metrics, PLOTS_DIR / "params_vs_accuracy.png")
-    write_text(REPORTS_DIR / "comparison.md", comparison_markdown(config, features, metrics, revision, baseline))
+    finetuned = {head: _read_json(FINETUNE_REPORTS_DIR / head / "metrics.json") for head in HEAD_NAMES}
+    write_text(REPORTS_DIR / "comparison.md", comparison_markdown(config, features, metrics, revision, baseline, finetuned))
     print(f"report: {verdict(metrics)}")
     print(f"report: baseline {revision}: " + (f"commit {baseline[0]}" if baseline else "none (no committed reports/metrics.json)"))
 
@@ -125,6 +126,13 @@ def _save(figure: Figure, path: Path) -> None:
     save_atomically(path, lambda partial: figure.savefig(partial, dpi=100))
 
 
+def _augmentation(config: Config, features: dict) -> str:
+    if not features["augment_views"]:
+        return "none (`augment.views: 0`)"
+    layers = ", ".join(layer.name for layer in config.augment.layers)
+    return f"{features['augment_views']} cached views of each training image ({layers}; seed {config.augment.seed})"
+
+
 def verdict(metrics: dict) -> str:
     """Which head wins on accuracy, and at what parameter cost."""
     flatten, gap = metrics["flatten"], metrics["gap"]
@@ -188,13 +196,45 @@ def changes_markdown(metrics: dict, revision: str, baseline: tuple[str, dict] | 
     return lines
 
 
+def finetune_markdown(config: Config, metrics: dict, finetuned: dict) -> list[str]:
+    """Each head frozen (trunk fixed) and after fine-tuning the top of the trunk, side by side."""
+    if not any(result["enabled"] for result in finetuned.values()):
+        return ["Off (`finetune.epochs: 0`): the models are the frozen-trunk ones above."]
+    header = "| | " + " | ".join(f"{TITLES[head]} frozen | {TITLES[head]} fine-tuned" for head in HEAD_NAMES) + " |"
+    rows = [
+        ("accuracy", "accuracy", lambda value: f"{value:.1%}"),
+        ("macro-F1", "macro_f1", lambda value: f"{value:.3f}"),
+        ("trainable parameters", None, None),
+        ("wall time", "train_seconds", lambda value: f"{value:.1f} s"),
+        ("epochs run", "epochs_run", str),
+    ]
+    lines = [
+        f"Trunk layers from `{next(result['first_unfrozen_layer'] for result in finetuned.values())}` up unfrozen, "
+        f"learning rate {config.finetune.learning_rate:g}, augmentation {'on' if config.finetune.augment else 'off'}; "
+        "BatchNormalization layers stay frozen.",
+        "",
+        header,
+        "|---|" + "---:|---:|" * len(HEAD_NAMES),
+    ]
+    for label, key, show in rows:
+        cells = []
+        for head in HEAD_NAMES:
+            frozen, tuned = metrics[head], finetuned[head]
+            if key is None:
+                cells += [f"{frozen['head_params']:,}", f"{tuned['trainable_params']:,}"]
+            else:
+                cells += [show(frozen[key]), show(tuned[key])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_table(rows: list[tuple[str, list[str]]]) -> list[str]:
     """A table with one column per head; rows are (label, one value per head)."""
     lines = ["| | " + " | ".join(TITLES[head] for head in HEAD_NAMES) + " |", "|---|" + "---:|" * len(HEAD_NAMES)]
     return lines + [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
 
 
-def comparison_markdown(config: Config, features: dict, metrics: dict, revision: str, baseline) -> str:
+def comparison_markdown(config: Config, features: dict, metrics: dict, revision: str, baseline, finetuned: dict) -> str:
     heads = [metrics[head] for head in HEAD_NAMES]
     trunk, sizes = config.trunk, features["split_sizes"]
     shape = "×".join(str(size) for size in features["feature_shape"])
@@ -209,8 +249,9 @@ def comparison_markdown(config: Config, features: dict, metrics: dict, revision:
         f"| images | {sizes['train']:,} train / {sizes['val']:,} validation / {sizes['test']:,} test |",
         f"| trunk | {trunk.name}, weights `{trunk.weights}`, output `{trunk.output_layer or 'last layer'}`, "
         f"{trunk.image_size}×{trunk.image_size} px → feature map {shape} |",
-        f"| trunk pass (once, shared by both heads) | {features['images']:,} images in {features['seconds']:.1f} s "
+        f"| trunk pass (once, shared by both heads) | {features['trunk_images']:,} images in {features['seconds']:.1f} s "
         f"({features['images_per_second']:.1f} img/s) on {features['device']} |",
+        f"| augmentation | {_augmentation(config, features)} |",
         "",
         "## Change against the baseline",
         "",
@@ -220,6 +261,7 @@ def comparison_markdown(config: Config, features: dict, metrics: dict, revision:
     ]
     for section, rows in TABLES.items():
         lines += ["", f"## {section}", "", *markdown_table([(label, [show(head) for head in heads]) for label, show in rows])]
+    lines += ["", "## Fine-tuning", "", *finetune_markdown(config, metrics, finetuned)]
     per_class = [(name, [f"{head['per_class_f1'][name]:.3f}" for head in heads]) for name in features["classes"]]
     lines += ["", "## F1 per class", "", *markdown_table(per_class)]
     lines += [
