@@ -377,12 +377,8 @@ def trunk_pass(trunk: keras.Model, paths: pd.Series, config) -> dict:
 
 
 def labelled_batches(rows: pd.DataFrame, classes: list[str], trunk_config) -> tf.data.Dataset:
-    """(images, labels) batches: the features stage's image input, zipped with the class indices."""
-    labels = rows["label"].map(classes.index).to_numpy(np.int32)
-    return tf.data.Dataset.zip(
-        image_batches(rows["path"], trunk_config),
-        tf.data.Dataset.from_tensor_slices(labels).batch(trunk_config.batch_size),
-    )
+    """(images, labels) batches through the features stage's own image input."""
+    return image_batches(rows["path"], trunk_config, labels=rows["label"].map(classes.index).to_numpy(np.int32))
 
 
 def usual_approach(head_name: str, trunk: keras.Model, manifest: pd.DataFrame, config, epochs: int) -> dict:
