@@ -81,7 +81,8 @@ clean:
 # of the repo. Writes $(OUT)/benchmark.json and benchmark.md. Every option may be left out, e.g.
 #   make bench IMAGES=2000 IMAGE_SIZE=224 TRUNK=mobilenet_v2 WEIGHTS=none EPOCHS=10
 # DATASET: image folder or archive (default: params.yaml's); IMAGES: generate N synthetic images
-# instead; COMPARE: a benchmark.json at another dataset size, for the peak-RSS target.
+# instead; COMPARE: a benchmark.json at another dataset size, for the peak-RSS target;
+# SKIP_USUAL=1: leave out the usual approach (hours at 224 px on a large dataset on CPU).
 OUT ?= reports
 .PHONY: bench
 bench: install
@@ -89,4 +90,5 @@ bench: install
 		$(if $(DATASET),--dataset '$(DATASET)') $(if $(IMAGES),--generate $(IMAGES)) \
 		$(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) $(if $(TRUNK),--trunk $(TRUNK)) \
 		$(if $(WEIGHTS),--weights '$(WEIGHTS)') $(if $(OUTPUT_LAYER),--output-layer '$(OUTPUT_LAYER)') \
-		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(COMPARE),--compare '$(COMPARE)')
+		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(COMPARE),--compare '$(COMPARE)') \
+		$(if $(filter 1,$(SKIP_USUAL)),--skip-usual)
