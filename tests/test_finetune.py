@@ -12,9 +12,8 @@ from builders import REPO, config_error, write_params, write_split_dataset
 from tlpipe import finetune
 from tlpipe.config import HeadConfig, TrunkConfig, load_config
 from tlpipe.errors import UserError
-from tlpipe.finetune import unfreeze_top
 from tlpipe.heads import assemble, build_head
-from tlpipe.trunks import TRUNK_NAME, build_trunk
+from tlpipe.trunks import TRUNK_NAME, build_trunk, unfreeze_top
 
 SIZE = 32
 FROM_LAYER = "block_16_expand"  # MobileNetV2: 11 top layers, BatchNormalization ones among them
@@ -73,7 +72,7 @@ def test_a_bad_finetune_param_fails_in_one_line(tmp_path, overrides, expected):
 def test_the_default_keeps_fine_tuning_off_and_no_frozen_stage_reads_its_params_or_outputs():
     assert load_config(REPO / "params.yaml").finetune.epochs == 0
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name in ("fetch", "split", "features", "train", "evaluate"):
+    for name in ("fetch", "split", "features", "train"):
         stage = stages[name].get("do", stages[name])
         assert not any(str(param).startswith("finetune") for param in stage.get("params", [])), name
         assert not any("finetune" in str(dep) for dep in stage.get("deps", [])), name

@@ -66,7 +66,7 @@ def project(tmp_path_factory) -> Path:
     run(project, "dvc", "config", "core.analytics", "false")
     commit(project, "tiny")
     assert stages_run(run(project, "dvc", "repro")) == {
-        "fetch", "split", "features", "train@flatten", "train@gap", "evaluate@flatten", "evaluate@gap",
+        "fetch", "split", "features", "train@flatten", "train@gap",
         "finetune@flatten", "finetune@gap", "report",
     }
     return project
@@ -123,7 +123,7 @@ def test_a_second_repro_does_nothing(project):
 def test_changing_one_head_reruns_only_that_head_and_shows_the_change(project):
     commit(project, "the default run")
     write_params(project, base=project / "params.yaml", **{"heads.gap.dropout": 0.3})
-    assert stages_run(run(project, "dvc", "repro")) == {"train@gap", "evaluate@gap", "finetune@gap", "report"}
+    assert stages_run(run(project, "dvc", "repro")) == {"train@gap", "finetune@gap", "report"}
 
     params_diff = json.loads(run(project, "dvc", "params", "diff", "--json").stdout)
     assert params_diff["params.yaml"]["heads.gap.dropout"] | {"diff": None} == {"old": 0.2, "new": 0.3, "diff": None}

@@ -5,6 +5,7 @@ nothing else reads params.yaml. A bad value fails with one line naming the key,
 the value and what is allowed.
 """
 
+import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -213,3 +214,10 @@ def _describe(error: ValidationError) -> str:
     if isinstance(problem["input"], dict):  # a check across several keys names them itself
         return message
     return f"{key} = {problem['input']!r}: {message}"
+
+
+def head_from_argv(stage: str) -> str:
+    """The head a per-head stage was called for: python -m tlpipe.<stage> <head>."""
+    if len(sys.argv) != 2 or sys.argv[1] not in HEAD_NAMES:
+        raise UserError(f"usage: python -m tlpipe.{stage} {{{','.join(HEAD_NAMES)}}}")
+    return sys.argv[1]

@@ -1,8 +1,9 @@
 """Stage `features`: run the frozen trunk once over every image and cache its feature maps.
 
 Both heads train on this cache, so the trunk (100-1000x the cost of a head
-epoch) never runs per epoch. Feature maps are written batch by batch into
-float16 memory-mapped .npy files, so memory stays flat as the dataset grows.
+epoch) never runs per epoch. Feature maps are appended batch by batch to float16
+.npy files, and read back batch by batch (FeatureBatches), so memory stays flat
+as the dataset grows.
 The trunk itself is saved beside them: the train stage puts exactly this trunk
 under each head.
 
@@ -150,15 +151,55 @@ def _on_images(transform: Callable[[tf.Tensor], tf.Tensor]) -> Callable:
 
 
 def write_features(trunk: keras.Model, batches: tf.data.Dataset, path: Path, count: int) -> None:
-    """Run the trunk over `batches`, writing each batch's float16 features straight to disk."""
-    features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(count, *trunk.output_shape[1:]))
+    """Run the trunk over `batches`, appending each batch's float16 features to a .npy file.
+
+    Plain writes rather than a memory map: the pages of a written memory map count
+    in the process's resident memory until it is closed, which would make memory
+    grow with the dataset.
+    """
+    shape = (count, *trunk.output_shape[1:])
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False, "shape": shape}
     written = 0
-    for batch in batches:
-        output = trunk.predict_on_batch(batch)
-        features[written:written + len(output)] = output
-        written += len(output)
-    features.flush()
-    del features
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, header)
+        for batch in batches:
+            output = np.asarray(trunk.predict_on_batch(batch), dtype=np.float16)
+            file.write(output.tobytes())
+            written += len(output)
+    if written != count:
+        raise RuntimeError(f"{path}: the trunk gave {written} feature maps for {count} images")
+
+
+class FeatureBatches(keras.utils.PyDataset):
+    """A split's cached features and labels, in batches read from disk one at a time.
+
+    Each batch maps the .npy file, copies its rows out and unmaps it: a memory map
+    kept open would keep every page it touched resident, the whole split by the end
+    of an epoch. With `shuffle_seed`, the rows come in a new order every epoch, the
+    same way on every run.
+    """
+
+    def __init__(self, split: str, batch_size: int, shuffle_seed: int | None = None, directory: Path = FEATURES_DIR):
+        super().__init__()
+        self.features_path = directory / f"{split}_x.npy"
+        self.labels = np.load(directory / f"{split}_y.npy")
+        self.batch_size = batch_size
+        self.order = np.arange(len(self.labels))
+        self.rng = None if shuffle_seed is None else np.random.default_rng(shuffle_seed)
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        # Sorted, the rows of a batch are read front to back; their order within a batch does not matter.
+        rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        features = np.load(self.features_path, mmap_mode="r")
+        return features[rows], self.labels[rows]
+
+    def on_epoch_end(self) -> None:
+        if self.rng is not None:
+            self.rng.shuffle(self.order)
 
 
 def load_split(split: str, directory: Path = FEATURES_DIR) -> tuple[np.ndarray, np.ndarray]:

@@ -24,36 +24,51 @@ Usage: python -m tlpipe.finetune {flatten,gap}
 
 import shutil
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
 
-from tlpipe import runtime
-from tlpipe.augment import build_augmentation
-from tlpipe.config import FINETUNE_REPORTS_DIR, MODELS_DIR, load_config
+from tlpipe.config import FINETUNE_REPORTS_DIR, MODELS_DIR, Config, head_from_argv, load_config
 from tlpipe.errors import UserError, run_stage
-from tlpipe.features import class_names, image_batches, read_manifest, split_rows
 from tlpipe.files import save_atomically, write_json
-from tlpipe.heads import head_from_argv
-from tlpipe.trunks import TRUNK_NAME
+
+if TYPE_CHECKING:
+    import keras
 
 
 def main() -> None:
     head_name = head_from_argv("finetune")
     config = load_config()
-    finetune = config.finetune
     frozen_path = MODELS_DIR / f"{head_name}.keras"
     finetuned_path = MODELS_DIR / f"{head_name}-finetuned.keras"
     metrics_path = FINETUNE_REPORTS_DIR / head_name / "metrics.json"
     if not frozen_path.is_file():
         raise UserError(f"{frozen_path}: missing; run the train stage first (dvc repro train@{head_name})")
-    if not finetune.epochs:
+    if not config.finetune.epochs:
         save_atomically(finetuned_path, lambda partial: shutil.copyfile(frozen_path, partial))
         write_json(metrics_path, {"enabled": False})
         print(f"finetune@{head_name}: off (finetune.epochs = 0); {finetuned_path} is a copy of {frozen_path}")
         return
+    metrics = finetune_model(frozen_path, finetuned_path, config)
+    write_json(metrics_path, metrics)
+    print(f"finetune@{head_name}: best epoch {metrics['best_epoch']}/{metrics['epochs_run']}, test accuracy "
+          f"{metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, {metrics['train_seconds']:.1f} s -> {finetuned_path}")
 
+
+def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> dict:
+    """Fine-tune the model at `frozen_path`, save it at `finetuned_path` and return its metrics."""
+    # TensorFlow is imported here, not at the top: it takes about 8 s, which the off
+    # path (the default, run for every head) has no use for.
+    import keras
+
+    from tlpipe import runtime
+    from tlpipe.augment import build_augmentation
+    from tlpipe.evaluate import classification_metrics
+    from tlpipe.features import class_names, image_batches, read_manifest, split_rows
+    from tlpipe.trunks import TRUNK_NAME, unfreeze_top
+
+    finetune = config.finetune
     device = runtime.setup(config.seed)
     manifest = read_manifest()
     classes = class_names(manifest)
@@ -66,7 +81,7 @@ def main() -> None:
         metrics=["accuracy"],
         jit_compile=False,  # the trunk runs in every step, and XLA slows it on CPU (features stage: 2x)
     )
-    print(f"finetune@{head_name}: trunk from {first_unfrozen} up and head, {trainable_params(model):,} trainable "
+    print(f"finetune: trunk from {first_unfrozen} up and head, {trainable_params(model):,} trainable "
           f"parameters (frozen phase: {frozen_trainable_params:,}), augmentation {'on' if finetune.augment else 'off'}, on {device}")
 
     inputs = config.trunk.model_copy(update={"batch_size": finetune.batch_size})
@@ -93,11 +108,9 @@ def main() -> None:
     test_paths, test_labels = split_rows(manifest, "test", classes)
     predicted = np.argmax(model.predict(image_batches(test_paths, config.trunk), verbose=0), axis=1)
     save_atomically(finetuned_path, model.save)
-    metrics = {
+    return {
         "enabled": True,
-        "accuracy": accuracy_score(test_labels, predicted),
-        "macro_f1": f1_score(test_labels, predicted, average="macro", labels=range(len(classes)), zero_division=0),
-        "test_images": len(test_labels),
+        **classification_metrics(test_labels, predicted, len(classes)),
         "trainable_params": trainable_params(model),
         "frozen_trainable_params": frozen_trainable_params,
         "first_unfrozen_layer": first_unfrozen,
@@ -108,39 +121,9 @@ def main() -> None:
         "train_seconds": round(seconds, 2),
         "device": device,
     }
-    write_json(metrics_path, metrics)
-    print(f"finetune@{head_name}: best epoch {best + 1}/{len(val_loss)}, test accuracy {metrics['accuracy']:.3f}, "
-          f"macro-F1 {metrics['macro_f1']:.3f}, {seconds:.1f} s -> {finetuned_path}")
 
 
-def unfreeze_top(trunk: keras.Model, from_layer: int | str, trunk_name: str) -> str:
-    """Make the trunk trainable from `from_layer` up, BatchNormalization layers excepted; return that layer's name.
-
-    `from_layer` is a layer name, or the number of top layers. The layers below it stay frozen.
-    """
-    layers = [layer for layer in trunk.layers if not isinstance(layer, keras.layers.InputLayer)]
-    first = _first_unfrozen_index([layer.name for layer in layers], from_layer, trunk_name)
-    # Keras counts a layer's weights as trainable only if its model is trainable too.
-    trunk.trainable = True
-    for index, layer in enumerate(layers):
-        layer.trainable = index >= first and not isinstance(layer, keras.layers.BatchNormalization)
-    return layers[first].name
-
-
-def _first_unfrozen_index(names: list[str], from_layer: int | str, trunk_name: str) -> int:
-    if isinstance(from_layer, int):
-        if from_layer > len(names):
-            raise UserError(f"params.yaml: finetune.from_layer = {from_layer}: the {trunk_name} trunk has {len(names)} layers")
-        return len(names) - from_layer
-    if from_layer not in names:
-        raise UserError(
-            f"params.yaml: finetune.from_layer = {from_layer!r}: no such layer in the {trunk_name} trunk; "
-            f"use a number of top layers or a layer name such as {', '.join(names[-6:])}"
-        )
-    return names.index(from_layer)
-
-
-def trainable_params(model: keras.Model) -> int:
+def trainable_params(model: "keras.Model") -> int:
     return sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
 
 

@@ -4,12 +4,9 @@ Flatten keeps every position of the feature map, so its first Dense layer has
 H·W·C inputs; global average pooling keeps one value per channel, C inputs.
 """
 
-import sys
-
 import keras
 
-from tlpipe.config import HEAD_NAMES, HeadConfig
-from tlpipe.errors import UserError
+from tlpipe.config import HeadConfig
 
 POOLING = {
     "flatten": keras.layers.Flatten,
@@ -42,10 +39,3 @@ def assemble(trunk: keras.Model, head: keras.Model) -> keras.Model:
     """The inference model: preprocessed images -> trunk (frozen) -> head -> class probabilities."""
     images = keras.Input(trunk.input_shape[1:], name="images")
     return keras.Model(images, head(trunk(images)), name=f"{head.name}_classifier")
-
-
-def head_from_argv(stage: str) -> str:
-    """The head a per-head stage was called for: python -m tlpipe.<stage> <head>."""
-    if len(sys.argv) != 2 or sys.argv[1] not in HEAD_NAMES:
-        raise UserError(f"usage: python -m tlpipe.{stage} {{{','.join(HEAD_NAMES)}}}")
-    return sys.argv[1]

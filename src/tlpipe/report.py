@@ -1,6 +1,6 @@
 """Stage `report`: the two heads side by side, for a reviewer reading a pull request.
 
-Reads what the features, train and evaluate stages wrote under reports/ and writes
+Reads what the features, train and finetune stages wrote under reports/ and writes
   reports/metrics.json     keyed by head: quality, parameters, size and cost
   reports/comparison.md    tables and plots, with a one-line verdict at the top
   reports/plots/*.png      training curves, confusion matrices, parameters vs accuracy
@@ -52,7 +52,7 @@ def _read_json(path: Path) -> dict:
 
 
 def head_metrics(head: str) -> dict:
-    """One head's figures from its train and evaluate outputs, flat, for reports/metrics.json."""
+    """One head's figures from its training and evaluation outputs, flat, for reports/metrics.json."""
     training = _read_json(TRAIN_REPORTS_DIR / head / "metrics.json")
     evaluation = _read_json(EVAL_REPORTS_DIR / head / "metrics.json")
     return {

