@@ -1,6 +1,7 @@
 """The optional fine-tuning phase: what it unfreezes, what it must leave alone, and its stage."""
 
 import json
+import subprocess
 import sys
 
 import keras
@@ -88,6 +89,17 @@ def test_off_the_stage_copies_the_trained_model(tmp_path, monkeypatch):
     finetune.main()
     assert (tmp_path / "models/gap-finetuned.keras").read_bytes() == b"the trained model"
     assert json.loads((tmp_path / "reports/finetune/gap/metrics.json").read_text()) == {"enabled": False}
+
+
+def test_off_the_stage_does_not_import_tensorflow(tmp_path):
+    # It runs for every head on every full run; importing TensorFlow alone takes about 8 s on 2 cores.
+    write_params(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/flatten.keras").write_bytes(b"the trained model")
+    script = "import sys; from tlpipe import finetune; finetune.main(); print(sorted({'keras', 'tensorflow'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", script, "flatten"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "[]"
+    assert (tmp_path / "models/flatten-finetuned.keras").read_bytes() == b"the trained model"
 
 
 @pytest.fixture(scope="module")
