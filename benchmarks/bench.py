@@ -55,9 +55,9 @@ import keras
 import tensorflow as tf
 
 from tlpipe import runtime
-from tlpipe.config import EVAL_REPORTS_DIR, HEAD_NAMES, MANIFEST, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
+from tlpipe.config import EVAL_REPORTS_DIR, HEAD_NAMES, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
 from tlpipe.errors import UserError, run_stage
-from tlpipe.features import image_batches, load_meta, load_split
+from tlpipe.features import class_names, image_batches, load_split, read_manifest, split_rows
 from tlpipe.files import sha256_of, write_json, write_text
 from tlpipe.heads import assemble, build_head
 from tlpipe.trunks import build_trunk
@@ -311,7 +311,7 @@ def benchmark(project: Path, config, usual: bool = True) -> dict:
     one_head = run(["dvc", "repro"], project)
 
     say("floor: one trunk pass over every image")
-    manifest = pd.read_csv(MANIFEST, keep_default_na=False)
+    manifest = read_manifest()
     trunk = build_trunk(config.trunk)
     trunk.compile(jit_compile=False)  # as the features stage
     floor = trunk_pass(trunk, manifest["path"], config)
@@ -382,11 +382,6 @@ def trunk_pass(trunk: keras.Model, paths: pd.Series, config) -> dict:
     return {"images": len(paths), "seconds": round(seconds, 2), "images_per_second": round(len(paths) / seconds, 1)}
 
 
-def labelled_batches(rows: pd.DataFrame, classes: list[str], trunk_config) -> tf.data.Dataset:
-    """(images, labels) batches through the features stage's own image input."""
-    return image_batches(rows["path"], trunk_config, labels=rows["label"].map(classes.index).to_numpy(np.int32))
-
-
 def usual_approach(head_name: str, trunk: keras.Model, manifest: pd.DataFrame, config, epochs: int) -> dict:
     """Train trunk + head end to end from images for a fixed number of epochs, then test accuracy.
 
@@ -396,8 +391,10 @@ def usual_approach(head_name: str, trunk: keras.Model, manifest: pd.DataFrame, c
     """
     head_config = config.head(head_name)
     inputs = config.trunk.model_copy(update={"batch_size": head_config.batch_size})
-    classes = load_meta()["classes"]
-    train, val, test = (manifest[manifest["split"] == split] for split in ("train", "val", "test"))
+    classes = class_names(manifest)
+    (train_paths, train_labels), (val_paths, val_labels), (test_paths, test_labels) = (
+        split_rows(manifest, split, classes) for split in ("train", "val", "test")
+    )
 
     keras.utils.set_random_seed(config.seed)
     head = build_head(head_name, trunk.output_shape[1:], len(classes), head_config)
@@ -408,18 +405,20 @@ def usual_approach(head_name: str, trunk: keras.Model, manifest: pd.DataFrame, c
         metrics=["accuracy"],
         jit_compile=False,
     )
-    shuffle = np.random.default_rng(config.seed)
     start = time.perf_counter()
-    for epoch in range(epochs):  # one fit() per epoch: image_batches takes a fixed order, so reshuffle here
-        order = shuffle.permutation(len(train))
-        model.fit(labelled_batches(train.iloc[order], classes, inputs), validation_data=labelled_batches(val, classes, inputs),
-                  initial_epoch=epoch, epochs=epoch + 1, shuffle=False, verbose=0)
+    model.fit(
+        image_batches(train_paths, inputs, train_labels, shuffle_seed=config.seed),  # a new order each epoch
+        validation_data=image_batches(val_paths, inputs, val_labels),
+        epochs=epochs,
+        shuffle=False,  # the training batches shuffle, in tf.data
+        verbose=0,
+    )
     fit_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    predicted = np.argmax(model.predict(image_batches(test["path"], config.trunk), verbose=0), axis=1)
+    predicted = np.argmax(model.predict(image_batches(test_paths, config.trunk), verbose=0), axis=1)
     test_seconds = time.perf_counter() - start
-    accuracy = float(np.mean(predicted == test["label"].map(classes.index).to_numpy()))
+    accuracy = float(np.mean(predicted == test_labels))
     say(f"   {head_name}: {epochs} epochs in {fit_seconds:.1f} s, test accuracy {accuracy:.3f}")
     return {
         "epochs": epochs,

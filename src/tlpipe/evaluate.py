@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from tlpipe.config import EVAL_REPORTS_DIR, Config
-from tlpipe.features import FeatureBatches, class_names, image_batches
+from tlpipe.features import FeatureBatches, class_names, image_batches, split_rows
 from tlpipe.files import write_json, write_text
 from tlpipe.heads import head_layer_name
 from tlpipe.trunks import TRUNK_NAME
@@ -38,10 +38,8 @@ def evaluate_head(
     """Write reports/eval/<head>/ for `model` (trunk + head, saved at `model_path`) and return its metrics."""
     trunk, head = model.get_layer(TRUNK_NAME), model.get_layer(head_layer_name(head_name))
     classes = class_names(manifest)
-    test = FeatureBatches("test", batch_size=256)
-    y_test = test.labels
-    y_pred = np.argmax(head.predict(test, verbose=0), axis=1)
-    test_paths = manifest.query("split == 'test'")["path"]
+    test_paths, y_test = split_rows(manifest, "test", classes)
+    y_pred = np.argmax(head.predict(FeatureBatches("test", batch_size=256), verbose=0), axis=1)
     report = classification_report(
         y_test, y_pred, labels=range(len(classes)), target_names=classes, output_dict=True, zero_division=0
     )

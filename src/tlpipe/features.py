@@ -21,6 +21,7 @@ data/features/
 """
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -189,7 +190,7 @@ class FeatureBatches(keras.utils.PyDataset):
         self.on_epoch_end()
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        return math.ceil(len(self.labels) / self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         # Sorted, the rows of a batch are read front to back; their order within a batch does not matter.
