@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from PIL import Image
 
+from tlpipe import testing
 from tlpipe.config import load_config
 from tlpipe.errors import UserError
 
@@ -20,18 +20,8 @@ COLORS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 
 
 def write_params(directory: Path, base: Path = REPO / "params.yaml", **overrides) -> Path:
-    """Write directory/params.yaml: `base` with overrides, by dotted key (**{"trunk.name": "vgg16"})
-    or by section (split={"val": 0.2}, merged into the section)."""
-    params = yaml.safe_load(base.read_text(encoding="utf-8"))
-    for dotted, value in overrides.items():
-        *parents, key = dotted.split(".")
-        section = params
-        for parent in parents:
-            section = section[parent]
-        section[key] = {**section[key], **value} if isinstance(value, dict) else value
-    path = directory / "params.yaml"
-    path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
+    """Write directory/params.yaml: `base` with overrides (tlpipe.testing.params_with)."""
+    return testing.write_params(directory / "params.yaml", testing.params_with(base, **overrides))
 
 
 def config_error(directory: Path, **overrides) -> str:

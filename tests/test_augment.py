@@ -7,20 +7,23 @@ import numpy as np
 import pytest
 
 from builders import REPO, config_error, write_params, write_split_dataset
-from tlpipe import features
-from tlpipe.augment import build_augmentation
-from tlpipe.config import AugmentConfig, load_config
+from tlpipe.cache import load_split
+from tlpipe.config import RAW_DIR, AugmentConfig, load_config
+from tlpipe.data.augment import build_augmentation
+from tlpipe.data.inputs import image_batches
+from tlpipe.model.trunks import preprocess_input
+from tlpipe.stages import features
 from tlpipe.errors import UserError
 
 SIZE = 32
 DEFAULTS = load_config(REPO / "params.yaml")
 # All the test images in one batch: over a batch, RandAugment would draw in no fixed order.
-TRUNK = DEFAULTS.trunk.model_copy(update={"image_size": SIZE, "batch_size": 64})
+BATCH_SIZE = 64
 
 
 def images(paths, augmentation=None) -> np.ndarray:
     """The images as the features stage's input pipeline gives them to the trunk."""
-    return np.concatenate([batch.numpy() for batch in features.image_batches(paths, TRUNK, augmentation=augmentation)])
+    return np.concatenate([batch.numpy() for batch in image_batches(paths, RAW_DIR, SIZE, preprocess_input(DEFAULTS.trunk.name), BATCH_SIZE, augmentation=augmentation)])
 
 
 def augmented_images(paths, seed: int, layers=DEFAULTS.augment.layers) -> np.ndarray:
@@ -93,12 +96,12 @@ def test_views_multiply_the_cached_training_rows_only(tmp_path, monkeypatch):
 
     write_params(tmp_path, **common, **{"augment.views": 0})
     features.main()
-    clean = {split: features.load_split(split) for split in ("train", "val", "test")}
+    clean = {split: load_split(split) for split in ("train", "val", "test")}
     clean = {split: (np.array(x), y) for split, (x, y) in clean.items()}  # copies: the next run replaces the files
 
     write_params(tmp_path, **common, **{"augment.views": 2})
     features.main()
-    train_x, train_y = features.load_split("train")
+    train_x, train_y = load_split("train")
     n = counts["train"]
     assert len(train_x) == len(train_y) == 3 * n
     np.testing.assert_array_equal(train_x[:n], clean["train"][0])  # the clean rows come first, as without views
@@ -106,7 +109,7 @@ def test_views_multiply_the_cached_training_rows_only(tmp_path, monkeypatch):
     for view in (1, 2):
         assert not np.array_equal(train_x[view * n:(view + 1) * n], clean["train"][0])
     for split in ("val", "test"):
-        x, y = features.load_split(split)
+        x, y = load_split(split)
         assert len(x) == counts[split]
         np.testing.assert_array_equal(x, clean[split][0])
         np.testing.assert_array_equal(y, clean[split][1])

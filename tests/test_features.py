@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tlpipe.features import FeatureBatches, write_features
+from tlpipe.cache import FeatureBatches, write_features
 
 ROWS = 70
 BATCH = 16

@@ -1,4 +1,4 @@
-"""tlpipe.fetch.main(): dataset.url -> data/raw/, safely and atomically."""
+"""tlpipe.stages.fetch.main(): dataset.url -> data/raw/, safely and atomically."""
 
 import http.server
 import threading
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from builders import make_image_folder, make_tar, make_zip, png_bytes, sha256_hex, tree, write_params
-from tlpipe import fetch
+from tlpipe.data import sources
+from tlpipe.stages import fetch
 from tlpipe.errors import UserError
 
 RAW = Path("data/raw")
@@ -348,7 +349,7 @@ def http_server():
 def no_sleep(monkeypatch):
     """Record fetch's retry waits instead of sleeping."""
     waits = []
-    monkeypatch.setattr(fetch, "time", types.SimpleNamespace(sleep=waits.append))
+    monkeypatch.setattr(sources, "time", types.SimpleNamespace(sleep=waits.append))
     return waits
 
 
@@ -422,7 +423,7 @@ def test_http_500_every_time_fails_after_all_tries(workdir, http_server, no_slee
         fetch.main()
 
     assert "503" in str(error.value)
-    assert http_server.requests == ["/data.tar.gz"] * fetch.DOWNLOAD_TRIES
+    assert http_server.requests == ["/data.tar.gz"] * sources.DOWNLOAD_TRIES
     assert no_sleep == [1, 2, 4]
     assert tree(workdir / RAW) == previous
     assert data_dir_entries(workdir) == ["raw"]
@@ -437,9 +438,9 @@ def test_http_truncated_body_fails_after_retries_and_keeps_previous_raw(workdir,
     with pytest.raises(UserError) as error:
         fetch.main()
 
-    assert f"download failed after {fetch.DOWNLOAD_TRIES} tries" in str(error.value)
+    assert f"download failed after {sources.DOWNLOAD_TRIES} tries" in str(error.value)
     assert f"of {len(body)} bytes" in str(error.value)
-    assert http_server.requests == ["/data.tar.gz"] * fetch.DOWNLOAD_TRIES
+    assert http_server.requests == ["/data.tar.gz"] * sources.DOWNLOAD_TRIES
     assert no_sleep == [1, 2, 4]
     assert tree(workdir / RAW) == previous
     assert data_dir_entries(workdir) == ["raw"]  # no stray .raw-* temporary folders

@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from builders import REPO, config_error, write_params, write_split_dataset
-from tlpipe import finetune
+from tlpipe.stages import finetune
 from tlpipe.config import HeadConfig, TrunkConfig, load_config
 from tlpipe.errors import UserError
-from tlpipe.heads import assemble, build_head
-from tlpipe.trunks import TRUNK_NAME, build_trunk, unfreeze_top
+from tlpipe.model.heads import assemble, build_head
+from tlpipe.model.trunks import TRUNK_NAME, build_trunk, unfreeze_top
 
 SIZE = 32
 FROM_LAYER = "block_16_expand"  # MobileNetV2: 11 top layers, BatchNormalization ones among them
@@ -96,7 +96,7 @@ def test_off_the_stage_does_not_import_tensorflow(tmp_path):
     write_params(tmp_path)
     (tmp_path / "models").mkdir()
     (tmp_path / "models/flatten.keras").write_bytes(b"the trained model")
-    script = "import sys; from tlpipe import finetune; finetune.main(); print(sorted({'keras', 'tensorflow'} & set(sys.modules)))"
+    script = "import sys; from tlpipe.stages import finetune; finetune.main(); print(sorted({'keras', 'tensorflow'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", script, "flatten"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert result.stdout.splitlines()[-1] == "[]"
     assert (tmp_path / "models/flatten-finetuned.keras").read_bytes() == b"the trained model"

@@ -3,8 +3,8 @@
 import pytest
 
 from tlpipe.config import HeadConfig, TrunkConfig
-from tlpipe.heads import assemble, build_head
-from tlpipe.trunks import build_trunk
+from tlpipe.model.heads import assemble, build_head
+from tlpipe.model.trunks import build_trunk
 
 
 def closed_form(head: str, feature_shape: tuple[int, int, int], num_classes: int, hidden: list[int]) -> int:

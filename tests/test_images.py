@@ -1,4 +1,4 @@
-"""tlpipe.images: every kind of input file decodes to upright 8-bit RGB."""
+"""tlpipe.data.images: every kind of input file decodes to upright 8-bit RGB."""
 
 import warnings
 
@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from builders import orientation_exif, png_bytes, png_declaring_size, write_conversion_cases
-from tlpipe.images import TooManyPixels, decode_rgb, load_rgb, open_rgb
+from tlpipe.data.images import TooManyPixels, decode_rgb, load_rgb, open_rgb
 
 
 def test_grayscale_becomes_rgb_with_equal_channels(tmp_path):

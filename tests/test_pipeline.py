@@ -1,11 +1,8 @@
 """End to end: real `dvc repro` runs in a temporary copy of the repo, on a tiny generated dataset."""
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -15,42 +12,30 @@ import pytest
 from PIL import Image
 
 from builders import REPO, write_color_archive, write_params
+from tlpipe import testing
 from tlpipe.files import sha256_of
-from tlpipe.images import load_rgb
-from tlpipe.trunks import preprocess_input
+from tlpipe.data.images import load_rgb
+from tlpipe.model.trunks import preprocess_input
 
 PER_CLASS = 24
 CLASSES = 3
 
 
 def run(project: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command in the project with this venv's python and dvc first on PATH."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
+    return testing.run(project, *command, check=check)
 
 
 def stages_run(result: subprocess.CompletedProcess) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
-
-
-def commit(project: Path, message: str) -> None:
-    run(project, "git", "add", "-A")
-    run(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", message)
+    return set(testing.stages_run(result.stdout + result.stderr))
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A committed copy of the repo whose params point at a tiny colour dataset, after one `dvc repro`."""
-    project = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(REPO / name, project / name)
-    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    archive = write_color_archive(project / "colors.tar.gz", PER_CLASS)
-    write_params(project, **{
-        "dataset.url": "colors.tar.gz",
+    work = tmp_path_factory.mktemp("work")
+    archive = write_color_archive(work / "colors.tar.gz", PER_CLASS)
+    params = testing.params_with(REPO / "params.yaml", **{
+        "dataset.url": str(archive),
         "dataset.sha256": sha256_of(archive),
         "split.val": 0.25,
         "split.test": 0.25,
@@ -61,10 +46,7 @@ def project(tmp_path_factory) -> Path:
         "heads.flatten.epochs": 8,
         "heads.gap.epochs": 8,
     })
-    run(project, "git", "init", "-q", "--initial-branch", "main")
-    run(project, "dvc", "init", "-q")
-    run(project, "dvc", "config", "core.analytics", "false")
-    commit(project, "tiny")
+    project = testing.copy_project(REPO, work / "project", params)
     assert stages_run(run(project, "dvc", "repro")) == {
         "fetch", "split", "features", "train@flatten", "train@gap",
         "finetune@flatten", "finetune@gap", "report",
@@ -95,7 +77,7 @@ def test_comparison_names_its_inputs_and_links_its_plots(project):
     comparison = (project / "reports/comparison.md").read_text()
     assert "vgg16, weights `none`" in comparison
     assert "32×32 px" in comparison
-    assert "`colors.tar.gz`" in comparison
+    assert "colors.tar.gz`" in comparison
     assert "## Fine-tuning\n\nOff (`finetune.epochs: 0`)" in comparison
     assert "| augmentation | none (`augment.views: 0`) |" in comparison
     assert re.search(r"^\*\*(Flatten|GAP) wins|^\*\*Flatten and GAP tie", comparison, re.MULTILINE)
@@ -121,7 +103,7 @@ def test_a_second_repro_does_nothing(project):
 
 
 def test_changing_one_head_reruns_only_that_head_and_shows_the_change(project):
-    commit(project, "the default run")
+    testing.commit(project, "the default run")
     write_params(project, base=project / "params.yaml", **{"heads.gap.dropout": 0.3})
     assert stages_run(run(project, "dvc", "repro")) == {"train@gap", "finetune@gap", "report"}
 
@@ -165,7 +147,7 @@ def test_offline_plots_render_in_headless_chromium(project, tmp_path):
 
 
 def test_an_experiment_with_mobilenet_v2_runs_through_the_retrain_target(project):
-    commit(project, "after one-head change")
+    testing.commit(project, "after one-head change")
     makefile = str(REPO / "Makefile")
     assert "no DVC remote" in run(project, "make", "-f", makefile, "pull").stdout
     # `make retrain` is what the retrain workflow runs: dvc exp run with the overrides.
@@ -177,7 +159,7 @@ def test_an_experiment_with_mobilenet_v2_runs_through_the_retrain_target(project
 
 def test_a_bad_param_stops_the_pipeline_with_one_line(project):
     write_params(project, base=project / "params.yaml", **{"trunk.name": "resnet"})
-    result = run(project, "python", "-m", "tlpipe.features", check=False)
+    result = run(project, "python", "-m", "tlpipe.stages.features", check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: params.yaml: trunk.name = 'resnet'")
     assert "Traceback" not in result.stderr

@@ -2,7 +2,7 @@
 
 from builders import REPO
 from tlpipe.config import load_config
-from tlpipe.report import changes_markdown, finetune_markdown, verdict
+from tlpipe.reporting.comparison import changes_markdown, finetune_markdown, verdict
 
 
 def head(accuracy: float, head_params: int, **extra) -> dict:

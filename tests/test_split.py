@@ -1,4 +1,4 @@
-"""tlpipe.split: data/raw/ -> data/split/manifest.csv with stable, content-hashed splits."""
+"""tlpipe.stages.split: data/raw/ -> data/split/manifest.csv with stable, content-hashed splits."""
 
 import hashlib
 import shutil
@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from builders import make_image_folder, png_bytes, png_declaring_size, sha256_hex, write_conversion_cases, write_params
-from tlpipe import split
+from tlpipe.data.splitting import assign_splits
+from tlpipe.stages import split
 from tlpipe.config import SplitConfig
 from tlpipe.errors import UserError
 
@@ -80,12 +81,12 @@ def test_split_follows_the_content_hash_and_the_fractions(workdir):
     manifest = run_split(workdir)
 
     for row in manifest.itertuples():
-        # The rule in split.py's docstring: u in [0, 1) from sha256(f"{seed}:{content sha256}").
+        # The rule in tlpipe.data.splitting's docstring: u in [0, 1) from sha256(f"{seed}:{content sha256}").
         position = int.from_bytes(hashlib.sha256(f"3:{row.sha256}".encode()).digest()[:8], "big") / 2**64
         expected = "test" if position < 0.1 else "val" if position < 0.1 + 0.2 else "train"
         assert row.split == expected, row.path
     fractions = SplitConfig(val=0.2, test=0.1)
-    assert split.assign_splits(manifest[["path", "label", "sha256"]], fractions, 3).equals(manifest)
+    assert assign_splits(manifest[["path", "label", "sha256"]], fractions, 3).equals(manifest)
 
 
 def test_identical_files_land_in_the_same_split(workdir):

@@ -3,10 +3,10 @@ import keras
 import numpy as np
 import pytest
 
-from tlpipe import trunks
+from tlpipe.model import trunks
 from tlpipe.config import TrunkConfig
 from tlpipe.errors import UserError
-from tlpipe.trunks import build_trunk, hed_weights_file, load_hed_weights
+from tlpipe.model.trunks import build_trunk, hed_weights_file, load_hed_weights
 
 VGG16_CONV_LAYERS = 13
 

@@ -29,6 +29,8 @@ TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
 EVAL_REPORTS_DIR = REPORTS_DIR / "eval"
 FINETUNE_REPORTS_DIR = REPORTS_DIR / "finetune"
 PLOTS_DIR = REPORTS_DIR / "plots"
+DATA_REPORT = REPORTS_DIR / "data.md"
+DATA_FILES = REPORTS_DIR / "data_files.csv"
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -217,7 +219,7 @@ def _describe(error: ValidationError) -> str:
 
 
 def head_from_argv(stage: str) -> str:
-    """The head a per-head stage was called for: python -m tlpipe.<stage> <head>."""
+    """The head a per-head stage was called for: python -m tlpipe.stages.<stage> <head> (or tlpipe <stage> <head>)."""
     if len(sys.argv) != 2 or sys.argv[1] not in HEAD_NAMES:
-        raise UserError(f"usage: python -m tlpipe.{stage} {{{','.join(HEAD_NAMES)}}}")
+        raise UserError(f"usage: tlpipe {stage} {{{','.join(HEAD_NAMES)}}}")
     return sys.argv[1]

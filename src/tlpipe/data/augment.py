@@ -28,7 +28,7 @@ from tlpipe.errors import UserError
 def build_augmentation(config: AugmentConfig, image_size: int) -> Callable[[tf.Tensor], tf.Tensor]:
     """The augment.layers as one function: a 0-255 image -> a float32 image, 0-255, of the same size.
 
-    Call it in a sequential tf.data map, one image at a time (tlpipe.features.image_batches):
+    Call it in a sequential tf.data map, one image at a time (tlpipe.data.inputs.image_batches):
     keras-cv layers draw from stateful generators, so the augmented images follow from
     augment.seed (and the global seed, from which RandAugment draws its magnitudes)
     only when the images reach it in a fixed order.

@@ -1,13 +1,7 @@
-"""Stage `fetch`: dataset.url -> data/raw/, one sub-folder per class.
-
-The source is a local image folder, or a .zip / .tar(.gz|.bz2|.xz) archive given
-as a path or an http(s):// URL. Archives are checked against
-dataset.sha256 and extracted safely; a single top-level folder is unwrapped.
-data/raw/ is replaced only once the new copy is complete.
-"""
+"""Where a dataset comes from: a local folder, or a .zip / .tar(.gz|.bz2|.xz) archive by path or
+http(s):// URL; downloaded with retries, checked against its sha256 and extracted safely."""
 
 import lzma
-import shutil
 import tarfile
 import time
 import urllib.error
@@ -19,34 +13,16 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from tlpipe.config import RAW_DIR, DatasetConfig, load_config
-from tlpipe.errors import UserError, run_stage
-from tlpipe.files import CHUNK_BYTES, replace_dir, sha256_of, temporary_dir_for
+from tlpipe.config import DatasetConfig
+from tlpipe.errors import UserError
+from tlpipe.files import CHUNK_BYTES, sha256_of
 
 DOWNLOAD_TRIES = 4
 # What zipfile, tarfile and the decompressors raise on a truncated or corrupt archive.
 CORRUPT_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.ReadError, EOFError, zlib.error, lzma.LZMAError)
 
 
-def main() -> None:
-    dataset = load_config().dataset
-    with temporary_dir_for(RAW_DIR) as work:
-        work = Path(work)
-        fetched = work / "raw"
-        local = _local_path(dataset.url)
-        if local is not None and local.is_dir():
-            shutil.copytree(local, fetched)
-        else:
-            archive = local if local is not None else download(dataset.url, work / "download")
-            verify_sha256(archive, dataset)
-            extract(archive, fetched, dataset)
-        root = _unwrap_single_folder(fetched)
-        replace_dir(root, RAW_DIR)
-    classes = sorted(path.name for path in RAW_DIR.iterdir() if path.is_dir())
-    print(f"fetch: {dataset.url} -> {RAW_DIR}/ ({len(classes)} class folders)")
-
-
-def _local_path(url: str) -> Path | None:
+def local_path(url: str) -> Path | None:
     """The local path an url names, or None for an http(s) URL."""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme in ("http", "https"):
@@ -148,13 +124,10 @@ def _extract_tar(archive: Path, destination: Path, dataset: DatasetConfig) -> No
             raise UserError(f"{dataset.url}: unsafe archive entry {error.tarinfo.name!r} ({error}); refusing to extract") from None
 
 
-def _unwrap_single_folder(root: Path) -> Path:
+def unwrap_single_folder(root: Path) -> Path:
     """An archive holding one top-level folder (as flower_photos.tgz does) yields that folder."""
     entries = [entry for entry in root.iterdir() if not entry.name.startswith((".", "__MACOSX"))]
     if len(entries) == 1 and entries[0].is_dir() and any(child.is_dir() for child in entries[0].iterdir()):
         return entries[0]
     return root
 
-
-if __name__ == "__main__":
-    run_stage(main)

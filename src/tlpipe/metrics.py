@@ -21,11 +21,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from tlpipe.config import EVAL_REPORTS_DIR, Config
-from tlpipe.features import FeatureBatches, class_names, image_batches, split_rows
+from tlpipe.cache import FeatureBatches
+from tlpipe.config import EVAL_REPORTS_DIR
 from tlpipe.files import write_json, write_text
-from tlpipe.heads import head_layer_name
-from tlpipe.trunks import TRUNK_NAME
 
 # Enough batches for a stable img/s after the warm-up batch, few enough that evaluating
 # does not cost a sizeable share of the one trunk pass.
@@ -33,23 +31,32 @@ THROUGHPUT_IMAGES = 128
 
 
 def evaluate_head(
-    head_name: str, model: keras.Model, model_path: Path, manifest: pd.DataFrame, config: Config, device: str
+    head_name: str,
+    model: keras.Model,
+    head: keras.Model,
+    model_path: Path,
+    test: tuple[pd.Series, np.ndarray],
+    classes: list[str],
+    timing_batches: list,
+    device: str,
 ) -> dict:
-    """Write reports/eval/<head>/ for `model` (trunk + head, saved at `model_path`) and return its metrics."""
-    trunk, head = model.get_layer(TRUNK_NAME), model.get_layer(head_layer_name(head_name))
-    classes = class_names(manifest)
-    test_paths, y_test = split_rows(manifest, "test", classes)
+    """Write reports/eval/<head>/ for `model` (trunk + `head`, saved at `model_path`) and return its metrics.
+
+    `test` is the test split's (paths, labels); `timing_batches`, model inputs to time inference on.
+    """
+    test_paths, y_test = test
     y_pred = np.argmax(head.predict(FeatureBatches("test", batch_size=256), verbose=0), axis=1)
     report = classification_report(
         y_test, y_pred, labels=range(len(classes)), target_names=classes, output_dict=True, zero_division=0
     )
+    trunk_params = model.count_params() - head.count_params()
     metrics = {
         **classification_metrics(y_test, y_pred, len(classes)),
-        "trunk_params": trunk.count_params(),
+        "trunk_params": trunk_params,
         "head_params": head.count_params(),
         "total_params": model.count_params(),
         "model_bytes": model_path.stat().st_size,
-        "inference_images_per_second": round(inference_throughput(model, test_paths, config), 1),
+        "inference_images_per_second": round(inference_throughput(model, timing_batches), 1),
         "inference_device": device,
         "per_class": {name: {key: report[name][key] for key in ("precision", "recall", "f1-score", "support")} for name in classes},
     }
@@ -76,10 +83,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     }
 
 
-def inference_throughput(model: keras.Model, test_paths: pd.Series, config: Config) -> float:
-    """Images per second through the full model, decoding excluded, after one warm-up batch."""
+def inference_throughput(model: keras.Model, batches: list) -> float:
+    """Images per second through `model` over `batches`, decoding excluded, after one warm-up batch."""
     model.compile(jit_compile=False)  # as for the trunk pass: XLA slows the trunk on CPU
-    batches = list(image_batches(test_paths[:THROUGHPUT_IMAGES], config.trunk))
     model.predict_on_batch(batches[0])
     start = time.perf_counter()
     for batch in batches:

@@ -19,22 +19,17 @@ reports/finetune/<head>/metrics.json   {"enabled": false} when off; else test ac
                                        macro-F1 (full model on images), trainable parameters in
                                        each phase, epochs, best epoch, wall time
 
-Usage: python -m tlpipe.finetune {flatten,gap}
+Usage: tlpipe finetune {flatten,gap}
 """
 
 import shutil
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tlpipe.config import FINETUNE_REPORTS_DIR, MODELS_DIR, Config, head_from_argv, load_config
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import save_atomically, write_json
-
-if TYPE_CHECKING:
-    import keras
 
 
 def main() -> None:
@@ -60,13 +55,18 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
     """Fine-tune the model at `frozen_path`, save it at `finetuned_path` and return its metrics."""
     # TensorFlow is imported here, not at the top: it takes about 8 s, which the off
     # path (the default, run for every head) has no use for.
+    import functools
+
     import keras
 
     from tlpipe import runtime
-    from tlpipe.augment import build_augmentation
-    from tlpipe.evaluate import classification_metrics
-    from tlpipe.features import class_names, image_batches, read_manifest, split_rows
-    from tlpipe.trunks import TRUNK_NAME, unfreeze_top
+    from tlpipe.config import RAW_DIR
+    from tlpipe.data.augment import build_augmentation
+    from tlpipe.data.inputs import image_batches
+    from tlpipe.data.manifest import class_names, read_manifest, split_rows
+    from tlpipe.metrics import classification_metrics
+    from tlpipe.model.fitting import fit_classifier, trainable_params
+    from tlpipe.model.trunks import TRUNK_NAME, preprocess_input, unfreeze_top
 
     finetune = config.finetune
     device = runtime.setup(config.seed)
@@ -75,38 +75,28 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
     model = keras.models.load_model(frozen_path)
     frozen_trainable_params = trainable_params(model)
     first_unfrozen = unfreeze_top(model.get_layer(TRUNK_NAME), finetune.from_layer, config.trunk.name)
-    model.compile(
-        optimizer=keras.optimizers.Adam(finetune.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=False,  # the trunk runs in every step, and XLA slows it on CPU (features stage: 2x)
-    )
     print(f"finetune: trunk from {first_unfrozen} up and head, {trainable_params(model):,} trainable "
           f"parameters (frozen phase: {frozen_trainable_params:,}), augmentation {'on' if finetune.augment else 'off'}, on {device}")
 
-    inputs = config.trunk.model_copy(update={"batch_size": finetune.batch_size})
+    batches_of = functools.partial(
+        image_batches, root=RAW_DIR, size=config.trunk.image_size,
+        preprocess=preprocess_input(config.trunk.name), batch_size=finetune.batch_size,
+    )
     augmentation = build_augmentation(config.augment, config.trunk.image_size) if finetune.augment else None
     train_paths, train_labels = split_rows(manifest, "train", classes)
     val_paths, val_labels = split_rows(manifest, "val", classes)
-    train_batches = image_batches(train_paths, inputs, train_labels, augmentation, shuffle_seed=config.seed)
-    val_batches = image_batches(val_paths, inputs, val_labels)
-
-    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=finetune.patience, restore_best_weights=True)
-    start = time.perf_counter()
-    history = model.fit(
-        train_batches,
-        validation_data=val_batches,
+    fit = fit_classifier(
+        model,
+        batches_of(train_paths, labels=train_labels, augmentation=augmentation, shuffle_seed=config.seed),
+        batches_of(val_paths, labels=val_labels),
+        learning_rate=finetune.learning_rate,
         epochs=finetune.epochs,
-        shuffle=False,  # train_batches shuffles, in tf.data
-        callbacks=[early_stopping],
-        verbose=2,
+        patience=finetune.patience,
+        jit_compile=False,  # the trunk runs in every step, and XLA slows it on CPU (features stage: 2x)
     )
-    seconds = time.perf_counter() - start
-    val_loss = history.history["val_loss"]
-    best = int(np.argmin(val_loss))
 
     test_paths, test_labels = split_rows(manifest, "test", classes)
-    predicted = np.argmax(model.predict(image_batches(test_paths, config.trunk), verbose=0), axis=1)
+    predicted = np.argmax(model.predict(batches_of(test_paths), verbose=0), axis=1)
     save_atomically(finetuned_path, model.save)
     return {
         "enabled": True,
@@ -114,17 +104,13 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
         "trainable_params": trainable_params(model),
         "frozen_trainable_params": frozen_trainable_params,
         "first_unfrozen_layer": first_unfrozen,
-        "epochs_run": len(val_loss),
-        "best_epoch": best + 1,
-        "best_val_loss": val_loss[best],
-        "best_val_accuracy": history.history["val_accuracy"][best],
-        "train_seconds": round(seconds, 2),
+        "epochs_run": fit.epochs_run,
+        "best_epoch": fit.best_epoch,
+        "best_val_loss": fit.best_val_loss,
+        "best_val_accuracy": fit.best_val_accuracy,
+        "train_seconds": round(fit.seconds, 2),
         "device": device,
     }
-
-
-def trainable_params(model: "keras.Model") -> int:
-    return sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,175 @@
+"""How the split stage reads data/raw/ and splits it.
+
+Each class is a top-level folder; images in nested folders count for the class
+folder they sit in. Every file is decoded, so a file that is not a readable image
+is skipped with its reason, whatever its extension; so is an image of more than
+dataset.max_pixels pixels (a decompression bomb), judged from its header.
+
+An image's split is decided by a hash of its content and the seed, as in
+TensorFlow's retrain.py: identical files always land in the same split (no
+leakage), and adding images never moves existing ones between splits.
+Identical files (same bytes) in one class are duplicates; in different classes,
+label conflicts.
+"""
+
+import hashlib
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from tlpipe.config import DATA_REPORT, RAW_DIR, SplitConfig
+from tlpipe.data.images import TooManyPixels, decode_rgb
+from tlpipe.data.manifest import SPLITS
+from tlpipe.errors import UserError
+from tlpipe.files import sha256_of
+
+FILE_COLUMNS = ["path", "action", "reason"]
+ACTIONS = ("skipped", "converted", "duplicate", "label_conflict")
+HIDDEN_FILE = "hidden or macOS metadata file"
+
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class folders of root, sorted; hidden folders (.git, __MACOSX) are no classes."""
+    if not root.is_dir():
+        raise UserError(f"{root}: missing; run the fetch stage first (dvc repro fetch)")
+    class_dirs = sorted(path for path in root.iterdir() if path.is_dir() and not _is_hidden(path.relative_to(root)))
+    if len(class_dirs) < 2:
+        raise UserError(f"{root}: found {len(class_dirs)} class folder(s); an image-folder dataset needs at least 2")
+    return class_dirs
+
+
+def scan(class_dirs: list[Path], max_pixels: int) -> tuple[pd.DataFrame, list[dict]]:
+    """Every readable image in the class folders (path, label, sha256, width, height), and a
+    row (path, action, reason) for each file skipped or converted; paths relative to data/raw."""
+    images, outcomes = [], []
+    for class_dir in class_dirs:
+        for path in sorted(class_dir.rglob("*")):
+            if not path.is_file():
+                continue
+            relative = path.relative_to(class_dir.parent)
+            name = relative.as_posix()
+            if _is_hidden(relative):
+                outcomes.append(_outcome(name, "skipped", HIDDEN_FILE))
+                continue
+            try:
+                image, conversions = decode_rgb(path, max_pixels)
+            except Exception as error:  # Pillow raises many types for unreadable files
+                outcomes.append(_outcome(name, "skipped", _skip_reason(error)))
+                continue
+            if conversions:
+                outcomes.append(_outcome(name, "converted", "; ".join(conversions)))
+            width, height = image.size
+            images.append({"path": name, "label": class_dir.name, "sha256": sha256_of(path), "width": width, "height": height})
+    return pd.DataFrame(images, columns=["path", "label", "sha256", "width", "height"]), outcomes
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith((".", "__MACOSX")) or part == "Thumbs.db" for part in relative.parts)
+
+
+def _outcome(path: str, action: str, reason: str) -> dict:
+    return {"path": path, "action": action, "reason": reason}
+
+
+def _skip_reason(error: Exception) -> str:
+    if isinstance(error, TooManyPixels):
+        width, height = error.size
+        return f"decompression bomb: {width}×{height} pixels > dataset.max_pixels"
+    return f"not a readable image ({type(error).__name__})"
+
+
+def identical_files(images: pd.DataFrame) -> list[dict]:
+    """A row (path, action, reason) for each file whose bytes (sha256) another file repeats:
+    a duplicate where all copies share a class, a label conflict where they do not."""
+    outcomes = []
+    copies = images[images.duplicated("sha256", keep=False)]
+    for sha256, group in copies.groupby("sha256", sort=False):
+        labels = sorted(set(group["label"]))
+        action = "duplicate" if len(labels) == 1 else "label_conflict"
+        reason = f"sha256 {sha256[:12]}: {len(group)} identical files labelled {', '.join(labels)}"
+        outcomes += [_outcome(path, action, reason) for path in group["path"]]
+    return outcomes
+
+
+class Skips(NamedTuple):
+    """The skipped files that count toward split.max_skipped_fraction, of all files counted."""
+
+    count: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.count / self.total if self.total else 0.0
+
+    def __str__(self) -> str:
+        return f"{self.count:,} of {self.total:,} files skipped ({self.fraction:.2%})"
+
+
+def count_skips(files: pd.DataFrame, readable: int) -> Skips:
+    # Hidden and macOS metadata files are not images anyone meant to train on: they do not count.
+    count = int(((files["action"] == "skipped") & (files["reason"] != HIDDEN_FILE)).sum())
+    return Skips(count, count + readable)
+
+
+def check_skipped_fraction(skips: Skips, limit: float) -> None:
+    if skips.fraction > limit:
+        raise UserError(
+            f"{RAW_DIR}: {skips}, more than split.max_skipped_fraction = {limit:g}; "
+            "fix or remove the files listed above, or raise split.max_skipped_fraction"
+        )
+
+
+def assign_splits(images: pd.DataFrame, fractions: SplitConfig, seed: int) -> pd.DataFrame:
+    """Add the `split` column: test if u < test, val if u < test + val, else train, u from the content hash."""
+    position = images["sha256"].map(lambda sha: _unit_interval(f"{seed}:{sha}"))
+    split = pd.Series("train", index=images.index)
+    split[position < fractions.test + fractions.val] = "val"
+    split[position < fractions.test] = "test"
+    return images.assign(split=split)[["path", "label", "split", "sha256"]]
+
+
+def _unit_interval(key: str) -> float:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def class_counts(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Images per class (rows, every class folder, even one left empty) and split (columns)."""
+    counts = pd.crosstab(manifest["label"], manifest["split"])
+    return counts.reindex(index=classes, columns=list(SPLITS), fill_value=0)
+
+
+def check_every_split_has_every_class(counts: pd.DataFrame) -> None:
+    for label, row in counts.iterrows():
+        if (row == 0).any():
+            raise UserError(
+                f"{RAW_DIR / str(label)}: class {label!r} has {row.sum()} images, too few to appear in every split "
+                f"({', '.join(f'{split} {row[split]}' for split in SPLITS)}); add images or lower split.val/split.test"
+            )
+
+
+def deviations(counts: pd.DataFrame, fractions: SplitConfig) -> pd.Series:
+    """Per class, the largest gap between a split's share of the class and its target fraction."""
+    shares = counts.div(counts.sum(axis=1), axis=0)
+    return (shares - pd.Series(targets(fractions))).abs().max(axis=1)
+
+
+def targets(fractions: SplitConfig) -> dict[str, float]:
+    return {"train": 1 - fractions.val - fractions.test, "val": fractions.val, "test": fractions.test}
+
+
+def split_summary(counts: pd.DataFrame, fractions: SplitConfig) -> str:
+    totals = ", ".join(f"{split} {counts[split].sum()}" for split in SPLITS)
+    return (
+        f"split: {counts.to_numpy().sum()} images in {len(counts)} classes: {totals}; "
+        f"largest class deviation from the target fractions {deviations(counts, fractions).max():.1%}"
+    )
+
+
+def files_summary(files: pd.DataFrame) -> str:
+    tally = files["action"].value_counts().reindex(ACTIONS, fill_value=0)
+    return (
+        f"split: {tally['skipped']} files skipped, {tally['converted']} converted, {tally['duplicate']} duplicates kept, "
+        f"{tally['label_conflict']} label conflicts dropped; see {DATA_REPORT}"
+    )

@@ -1,0 +1,77 @@
+"""The one training recipe: compile, fit with early stopping on val_loss, keep the best epoch's weights.
+
+The train stage (a head on cached features), the finetune stage (trunk and head on
+images) and the benchmark's usual approach all train through `fit_classifier`.
+"""
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FitResult:
+    best_epoch: int  # 1-based: the epoch whose weights the model holds after fit_classifier
+    epochs_run: int
+    best_val_loss: float
+    best_val_accuracy: float
+    seconds: float
+
+    def summary(self) -> dict:
+        return {**asdict(self), "seconds": round(self.seconds, 2)}
+
+
+def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool = False) -> None:
+    """Adam on sparse categorical cross-entropy, with accuracy."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+
+
+def fit_classifier(
+    model: keras.Model,
+    train,
+    val,
+    *,
+    learning_rate: float,
+    epochs: int,
+    patience: int | None,
+    jit_compile: bool = False,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 2,
+) -> FitResult:
+    """Compile `model` and train it on `train` (which shuffles itself), validating on `val` every epoch.
+
+    With `patience`, training stops after that many epochs without a lower val_loss and
+    the model keeps the best epoch's weights (Keras 3 restores them at the end of
+    training, stopped early or not). Without, it trains exactly `epochs` epochs and
+    keeps the last one's.
+    """
+    compile_classifier(model, learning_rate, jit_compile)
+    stopping = None
+    if patience is not None:
+        stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+        callbacks = [stopping, *callbacks]
+    start = time.perf_counter()
+    history = model.fit(train, validation_data=val, epochs=epochs, shuffle=False, callbacks=list(callbacks), verbose=verbose)
+    seconds = time.perf_counter() - start
+
+    val_loss = history.history["val_loss"]
+    best = len(val_loss) - 1 if stopping is None else stopping.best_epoch
+    return FitResult(
+        best_epoch=best + 1,
+        epochs_run=len(val_loss),
+        best_val_loss=float(val_loss[best]),
+        best_val_accuracy=float(history.history["val_accuracy"][best]),
+        seconds=seconds,
+    )
+
+
+def trainable_params(model: keras.Model) -> int:
+    return sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)

@@ -1,0 +1,1 @@
+"""What a reviewer reads: the data report, the comparison's Markdown and plots, and the baseline."""

@@ -1,0 +1,38 @@
+"""Stage `fetch`: dataset.url -> data/raw/, one sub-folder per class.
+
+The source is a local image folder, or a .zip / .tar(.gz|.bz2|.xz) archive given
+as a path or an http(s):// URL (tlpipe.data.sources). Archives are checked against
+dataset.sha256 and extracted safely; a single top-level folder is unwrapped.
+data/raw/ is replaced only once the new copy is complete.
+"""
+
+import shutil
+from pathlib import Path
+
+from tlpipe.config import RAW_DIR, load_config
+from tlpipe.data.sources import download, extract, local_path, unwrap_single_folder, verify_sha256
+from tlpipe.errors import run_stage
+from tlpipe.files import replace_dir, temporary_dir_for
+
+
+def main() -> None:
+    dataset = load_config().dataset
+    with temporary_dir_for(RAW_DIR) as work:
+        work = Path(work)
+        fetched = work / "raw"
+        local = local_path(dataset.url)
+        if local is not None and local.is_dir():
+            shutil.copytree(local, fetched)
+        else:
+            archive = local if local is not None else download(dataset.url, work / "download")
+            verify_sha256(archive, dataset)
+            extract(archive, fetched, dataset)
+        root = unwrap_single_folder(fetched)
+        replace_dir(root, RAW_DIR)
+    classes = sorted(path.name for path in RAW_DIR.iterdir() if path.is_dir())
+    print(f"fetch: {dataset.url} -> {RAW_DIR}/ ({len(classes)} class folders)")
+
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,60 @@
+"""Stage `split`: data/raw/ -> data/split/manifest.csv (path, label, split, sha256),
+reports/data.md and reports/data_files.csv.
+
+Every file is decoded; unreadable files and decompression bombs are skipped with
+their reason, and the stage fails rather than train on what is left when more than
+split.max_skipped_fraction of the files are skipped. Identical files in different
+classes are dropped as label conflicts. An image's split follows from a hash of its
+content (tlpipe.data.splitting). reports/data_files.csv lists every file skipped,
+converted, duplicated or in conflict, with its reason.
+"""
+
+import pandas as pd
+
+from tlpipe.config import DATA_FILES, DATA_REPORT, RAW_DIR, load_config
+from tlpipe.data.manifest import write_manifest
+from tlpipe.data.splitting import (
+    FILE_COLUMNS,
+    assign_splits,
+    check_every_split_has_every_class,
+    check_skipped_fraction,
+    class_counts,
+    class_folders,
+    count_skips,
+    files_summary,
+    identical_files,
+    scan,
+    split_summary,
+)
+from tlpipe.errors import run_stage
+from tlpipe.files import write_text
+from tlpipe.reporting.data_report import data_markdown
+
+
+def main() -> None:
+    config = load_config()
+    class_dirs = class_folders(RAW_DIR)
+    images, outcomes = scan(class_dirs, config.dataset.max_pixels)
+    files = pd.DataFrame(outcomes + identical_files(images), columns=FILE_COLUMNS)
+    files = files.sort_values(["path", "action"], ignore_index=True)
+    for row in files[files["action"] == "skipped"].itertuples():
+        print(f"split: skipped {row.path}: {row.reason}")
+    skips = count_skips(files, len(images))
+    check_skipped_fraction(skips, config.split.max_skipped_fraction)
+
+    conflicting = files.loc[files["action"] == "label_conflict", "path"]
+    images = images[~images["path"].isin(conflicting)]
+    manifest = assign_splits(images, config.split, config.seed)
+    counts = class_counts(manifest, [path.name for path in class_dirs])
+    check_every_split_has_every_class(counts)
+    write_manifest(manifest)
+
+    write_text(DATA_FILES, files.to_csv(index=False))
+    write_text(DATA_REPORT, data_markdown(counts, images, files, skips, config.split))
+    print(split_summary(counts, config.split))
+    print(files_summary(files))
+
+
+
+if __name__ == "__main__":
+    run_stage(main)
