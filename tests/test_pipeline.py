@@ -102,6 +102,24 @@ def test_a_second_repro_does_nothing(project):
     assert stages_run(run(project, "dvc", "repro")) == set()
 
 
+def test_a_second_clone_pulls_from_a_directory_remote_and_reproduces_nothing(project, tmp_path):
+    # What a team does through `make push` / `make pull` (the workflows' targets): share data,
+    # features and models through a DVC remote, here a real local-directory one.
+    makefile = str(REPO / "Makefile")
+    run(project, "dvc", "remote", "add", "--default", "shared", str(tmp_path / "remote"))
+    testing.commit(project, "the default run, with a remote")
+    run(project, "make", "-f", makefile, "push")
+    assert any((tmp_path / "remote").rglob("*")), "dvc push wrote nothing to the remote"
+
+    clone = tmp_path / "clone"
+    run(project, "git", "clone", "-q", str(project), str(clone))
+    run(clone, "make", "-f", makefile, "pull")
+    assert (clone / "models/gap.keras").stat().st_size == (project / "models/gap.keras").stat().st_size
+    assert "up to date" in run(clone, "dvc", "status").stdout
+    assert stages_run(run(clone, "dvc", "repro")) == set()  # the trunk does not run again
+    run(project, "dvc", "remote", "remove", "shared")  # the later tests expect no remote
+
+
 def test_changing_one_head_reruns_only_that_head_and_shows_the_change(project):
     testing.commit(project, "the default run")
     write_params(project, base=project / "params.yaml", **{"heads.gap.dropout": 0.3})
