@@ -86,7 +86,7 @@ clean:
 OUT ?= reports
 .PHONY: bench
 bench: install
-	python benchmarks/bench.py --out '$(OUT)' \
+	python -m benchmarks.tlbench --out '$(OUT)' \
 		$(if $(DATASET),--dataset '$(DATASET)') $(if $(IMAGES),--generate $(IMAGES)) \
 		$(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) $(if $(TRUNK),--trunk $(TRUNK)) \
 		$(if $(WEIGHTS),--weights '$(WEIGHTS)') $(if $(OUTPUT_LAYER),--output-layer '$(OUTPUT_LAYER)') \

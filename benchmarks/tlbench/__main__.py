@@ -1,0 +1,5 @@
+from tlpipe.errors import run_stage
+
+from .cli import main
+
+run_stage(main)

@@ -1,0 +1,120 @@
+"""benchmark.md: the setup, the targets table, the times, the stages and how each figure is measured."""
+
+from .targets import SKIPPED_USUAL
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return [f"| {' | '.join(header)} |", f"|{'|'.join('---' for _ in header)}|", *(f"| {' | '.join(map(str, row))} |" for row in rows)]
+
+
+def _verdict(passed: bool | None) -> str:
+    return {True: "pass", False: "**fail**", None: "not measured"}[passed]
+
+
+def benchmark_markdown(results: dict) -> str:
+    setup, floor, pipeline, usual = results["setup"], results["floor"], results["pipeline"], results["usual"]
+    ratios = results["ratios"]
+    versions = ", ".join(f"{name} {version}" for name, version in setup["versions"].items())
+    lines = [
+        "# Benchmark: one trunk pass is the whole cost",
+        "",
+        f"{setup['images']} images ({setup['classes']} classes; train {setup['split_sizes']['train']}, "
+        f"val {setup['split_sizes']['val']}, test {setup['split_sizes']['test']}); dataset `{setup['dataset']}`, "
+        f"at {setup['image_size']}×{setup['image_size']} px; trunk {setup['trunk']} (weights `{setup['weights']}`, "
+        f"output `{setup['output_layer'] or 'last layer'}`, features {'×'.join(map(str, setup['feature_shape']))}), "
+        f"batch {setup['trunk_batch_size']}. Device: {setup['device']}, {setup['cpu']}; {versions}. "
+        f"{setup['date']}; the benchmark took {setup['bench_seconds']:.0f} s.",
+        "",
+        *_zero_features_warning(pipeline),
+        "## Targets",
+        "",
+        *_table(["target", "measured", "result"], [[t["target"], t["measured"], _verdict(t["pass"])] for t in results["targets"]]),
+        "",
+        "## Time",
+        "",
+        *_table(["what", "seconds", "images/s", "× floor"], [
+            ["floor: one trunk pass over every image", f"{floor['seconds']:.1f}", floor["images_per_second"], "1.00"],
+            ["pipeline: `dvc repro -f`, all stages", f"{pipeline['seconds']:.1f}", "", f"{ratios['pipeline_over_floor']:.2f}"],
+            ["pipeline: features + train stages", f"{pipeline['core_seconds']:.1f}", "", f"{ratios['core_over_floor']:.2f}"],
+            *([["usual: both heads with the trunk in the model", f"{usual['seconds']:.1f}", "",
+                f"{usual['seconds'] / floor['seconds']:.2f}"]] if usual else []),
+            ["no-op `dvc repro`", f"{results['noop']['seconds']:.2f}", "", ""],
+            [f"one-head change ({results['one_head_change']['change']})", f"{results['one_head_change']['seconds']:.1f}", "", ""],
+        ]),
+        "",
+        (f"usual / pipeline: **{ratios['usual_over_pipeline']:.1f}** (whole `dvc repro -f`), "
+         f"{ratios['usual_over_core']:.1f} (features + train stages)." if usual else f"The {SKIPPED_USUAL}."),
+        "",
+        "## Stages of `dvc repro -f`",
+        "",
+        f"DVC start-up before the first stage: {pipeline['dvc_startup_seconds']:.1f} s.",
+        "",
+        *_table(["stage", "seconds in `dvc repro -f`", "stage's own timer", "seconds alone", "peak RSS (MiB)"], [
+            [stage, f"{figures['seconds']:.1f}", _own_seconds(stage, pipeline), figures.get("alone_seconds", ""),
+             figures.get("peak_rss_mib", "")]
+            for stage, figures in pipeline["stages"].items()
+        ]),
+        "",
+        *_accuracy_section(results),
+        "## How it is measured",
+        "",
+        "All in one run of the benchmark (`make bench`, `python -m benchmarks.tlbench`), in a fresh temporary git + DVC copy of the repo (dvc.yaml, params.yaml "
+        "with the options applied, src/), on the same data and machine.",
+        "",
+        "- **floor**: the trunk, built and compiled as the features stage builds it (no XLA), over every image through "
+        "the stage's own input pipeline (`tlpipe.data.inputs.image_batches`: parallel decoding, prefetch), batch "
+        f"{setup['trunk_batch_size']}; one warm-up batch is not timed; the outputs are dropped (nothing written).",
+        "- **pipeline**: wall time of `dvc repro -f` from a fresh copy. A stage's time runs from DVC's `Running stage` "
+        "line to the next one (or the end), read as the output streams: process start, imports, the work, and DVC "
+        "hashing and caching its outputs. *Stage's own timer*: the trunk pass as the features stage times it, the "
+        "`fit` time the train stage reports.",
+        "- **usual**: for each head, the same trunk and head (`tlpipe.model.heads.assemble`) trained end to end from images "
+        "(`image_batches` with labels) by the one training recipe (`tlpipe.model.fitting.fit_classifier`), trunk frozen, same seed, optimizer, batch size, train/val split and validation "
+        "every epoch, a new random order of the training images each epoch, for exactly the epochs the pipeline ran "
+        "(its early stopping's count; no early stopping here), no XLA. Time = the sum of both heads' training; the "
+        "test predictions (another trunk pass) are timed apart and not counted.",
+        "- **accuracy**: pipeline = `reports/eval/<head>/metrics.json` (its early stopping keeps the best epoch's "
+        "weights); usual = the model after its last epoch, on the same test images.",
+        "- **no-op / one-head change**: `dvc repro` right after the full run; then with heads.gap.learning_rate halved. "
+        "The target wants only train@gap, finetune@gap and report to run, in ≤ 10% of the full run.",
+        "- **peak RSS**: after the above, each stage command (`python -m tlpipe.stages.features`, `python -m tlpipe.stages.train <head>`) "
+        "is run again alone; a small probe process spawns it and reads its max resident set size from `os.wait4` "
+        "(spawned straight from the benchmark, which holds TensorFlow, a child's figure would start from the "
+        "benchmark's own memory). *Seconds alone* is that run's wall time, without DVC.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _accuracy_section(results: dict) -> list[str]:
+    pipeline, usual = results["pipeline"], results["usual"]
+    if usual is None:
+        return []
+    return [
+        "## Accuracy on the test split",
+        "",
+        *_table(["head", "epochs (pipeline best)", "pipeline", "usual", "difference (points)", "usual s/epoch"], [
+            [head, f"{usual['heads'][head]['epochs']} ({pipeline['heads'][head]['best_epoch']})", f"{figures['pipeline']:.4f}",
+             f"{figures['usual']:.4f}", f"{figures['difference_points']:+.1f}", usual["heads"][head]["seconds_per_epoch"]]
+            for head, figures in results["accuracy"].items()
+        ]),
+        "",
+    ]
+
+
+def _zero_features_warning(pipeline: dict) -> list[str]:
+    if pipeline["cached_features_nonzero_fraction"] > 0:
+        return []
+    return [
+        "**Warning: the cached features are all zero** (the trunk's outputs underflow float16, as random-init "
+        "MobileNets' do, about 1e-12): both approaches are at chance, so the accuracy comparison says nothing.",
+        "",
+    ]
+
+
+def _own_seconds(stage: str, pipeline: dict) -> str:
+    if stage == "features":
+        return f"{pipeline['features_own_seconds']:.1f}"
+    if stage.startswith("train@"):
+        return f"{pipeline['heads'][stage.removeprefix('train@')]['train_own_seconds']:.1f}"
+    return ""

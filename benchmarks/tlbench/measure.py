@@ -1,0 +1,188 @@
+"""The measurements, in the order they run in the project copy (the working directory).
+
+ pipeline   `dvc repro -f`: total wall time and each stage's time (commands.TimedRun);
+ no-op      `dvc repro` with nothing changed;
+ one head   heads.gap.learning_rate halved in params.yaml, then `dvc repro`;
+ floor      one forward pass of the frozen trunk over every image, as the features
+            stage runs it (same tf.data input, batch size, no XLA), after one warm-up
+            batch; it reads the images and manifest the pipeline's split stage made;
+ usual      both heads trained end to end with the frozen trunk inside the model
+            (images decoded and passed through the trunk every epoch, as in the Keras
+            transfer-learning guide), for the epochs the pipeline ran for each head;
+ peak RSS   the features and train stage commands run again, alone. Last, because it
+            rewrites the pipeline's outputs behind DVC's back.
+"""
+
+import functools
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from tlpipe import testing
+from tlpipe.cache import load_split
+from tlpipe.config import EVAL_REPORTS_DIR, HEAD_NAMES, PARAMS_FILE, RAW_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, Config
+from tlpipe.data.inputs import image_batches
+from tlpipe.data.manifest import SPLITS, class_names, read_manifest, split_rows
+from tlpipe.model.fitting import fit_classifier
+from tlpipe.model.heads import assemble, build_head
+from tlpipe.model.trunks import build_trunk, preprocess_input
+
+from .commands import RSS_COMMANDS, timed_run
+
+CORE_STAGES = ("features", "train@flatten", "train@gap")  # what produces two trained heads
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+def benchmark(project: Path, config: Config, usual: bool = True) -> dict:
+    say("pipeline: dvc repro -f")
+    repro = timed_run(project, "dvc", "repro", "-f")
+    startup, stages = repro.stage_seconds()
+    heads = {head: pipeline_head(head) for head in HEAD_NAMES}  # read before anything re-runs a head
+    features = json.loads((REPORTS_DIR / "features.json").read_text())
+    pipeline = {
+        "seconds": round(repro.seconds, 2),
+        "core_seconds": round(sum(stages[stage] for stage in CORE_STAGES), 2),
+        "dvc_startup_seconds": round(startup, 2),
+        "stages": {stage: {"seconds": round(seconds, 2)} for stage, seconds in stages.items()},
+        "features_own_seconds": features["seconds"],
+        # A trunk whose outputs underflow float16 (random-init MobileNets: ~1e-12) caches zeros: chance accuracy.
+        "cached_features_nonzero_fraction": round(float(np.mean(load_split("train")[0][:1024] != 0)), 4),
+        "heads": heads,
+        "peak_rss_mib": round(repro.max_rss_mib, 1),
+    }
+    say(f"   {repro.seconds:.1f} s: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in stages.items()))
+
+    say("no-op: dvc repro")
+    noop = timed_run(project, "dvc", "repro")
+    say("one-head change: heads.gap.learning_rate halved, dvc repro")
+    old_rate = config.heads.gap.learning_rate
+    testing.write_params(PARAMS_FILE, testing.params_with(PARAMS_FILE, **{"heads.gap.learning_rate": old_rate / 2}))
+    one_head = timed_run(project, "dvc", "repro")
+
+    say("floor: one trunk pass over every image")
+    manifest = read_manifest()
+    trunk = build_trunk(config.trunk)
+    trunk.compile(jit_compile=False)  # as the features stage
+    floor = trunk_pass(trunk, manifest["path"], config)
+    say(f"   {floor['seconds']:.1f} s, {floor['images_per_second']} img/s")
+
+    if usual:
+        say("usual approach: trunk inside the model, both heads")
+        usual_heads = {head: usual_approach(head, trunk, manifest, config, heads[head]["epochs_run"]) for head in HEAD_NAMES}
+        usual = {"seconds": round(sum(head["fit_seconds"] for head in usual_heads.values()), 2), "heads": usual_heads}
+    else:
+        usual = None
+
+    say("peak RSS: the features and train stages, alone")
+    for stage, command in RSS_COMMANDS.items():
+        alone = timed_run(project, *command)
+        pipeline["stages"][stage].update(alone_seconds=round(alone.seconds, 2), peak_rss_mib=round(alone.max_rss_mib, 1))
+
+    return {
+        "floor": floor,
+        "pipeline": pipeline,
+        "usual": usual,
+        "accuracy": usual and {
+            head: {
+                "pipeline": heads[head]["accuracy"],
+                "usual": usual["heads"][head]["accuracy"],
+                "difference_points": round(100 * (usual["heads"][head]["accuracy"] - heads[head]["accuracy"]), 2),
+            }
+            for head in HEAD_NAMES
+        },
+        "noop": {"seconds": round(noop.seconds, 2), "stages_run": noop.stages_run()},
+        "one_head_change": {
+            "change": f"heads.gap.learning_rate {old_rate:g} -> {old_rate / 2:g}",
+            "seconds": round(one_head.seconds, 2),
+            "stages_run": one_head.stages_run(),
+            "fraction_of_full_run": round(one_head.seconds / repro.seconds, 4),
+        },
+        "ratios": {
+            "pipeline_over_floor": round(repro.seconds / floor["seconds"], 2),
+            "core_over_floor": round(pipeline["core_seconds"] / floor["seconds"], 2),
+            "usual_over_pipeline": usual and round(usual["seconds"] / repro.seconds, 2),
+            "usual_over_core": usual and round(usual["seconds"] / pipeline["core_seconds"], 2),
+        },
+    }
+
+
+def pipeline_head(head: str) -> dict:
+    """What the pipeline's train stage reports for one head (training and evaluation)."""
+    training = json.loads((TRAIN_REPORTS_DIR / head / "metrics.json").read_text())
+    evaluation = json.loads((EVAL_REPORTS_DIR / head / "metrics.json").read_text())
+    return {
+        "epochs_run": training["epochs_run"],
+        "best_epoch": training["best_epoch"],
+        "train_own_seconds": training["train_seconds"],
+        "accuracy": round(evaluation["accuracy"], 4),
+    }
+
+
+def batches_for(config: Config, batch_size: int) -> functools.partial:
+    """tlpipe.data.inputs.image_batches with the trunk's root, size and preprocessing set, as the stages call it."""
+    return functools.partial(
+        image_batches, root=RAW_DIR, size=config.trunk.image_size,
+        preprocess=preprocess_input(config.trunk.name), batch_size=batch_size,
+    )
+
+
+def trunk_pass(trunk: keras.Model, paths: pd.Series, config: Config) -> dict:
+    """The floor: the trunk over every image through the features stage's own input pipeline.
+
+    One batch first, not timed (graph tracing); the outputs are dropped.
+    """
+    batches_of = batches_for(config, config.trunk.batch_size)
+    trunk.predict_on_batch(next(iter(batches_of(paths[: config.trunk.batch_size]))))
+    start = time.perf_counter()
+    for batch in batches_of(paths):
+        trunk.predict_on_batch(batch)
+    seconds = time.perf_counter() - start
+    return {"images": len(paths), "seconds": round(seconds, 2), "images_per_second": round(len(paths) / seconds, 1)}
+
+
+def usual_approach(head_name: str, trunk: keras.Model, manifest: pd.DataFrame, config: Config, epochs: int) -> dict:
+    """Train trunk + head end to end from images for a fixed number of epochs, then test accuracy.
+
+    The one training recipe (tlpipe.model.fitting) with the train stage's head, seed, batch
+    size and data, the training images in a new random order each epoch. Unlike the stage:
+    no early stopping (the pipeline's epoch count instead), and no XLA (it slows the trunk on CPU).
+    """
+    head_config = config.head(head_name)
+    classes = class_names(manifest)
+    (train_paths, train_labels), (val_paths, val_labels), (test_paths, test_labels) = (
+        split_rows(manifest, split, classes) for split in SPLITS
+    )
+    batches_of = batches_for(config, head_config.batch_size)
+
+    keras.utils.set_random_seed(config.seed)
+    model = assemble(trunk, build_head(head_name, trunk.output_shape[1:], len(classes), head_config))
+    fit = fit_classifier(
+        model,
+        batches_of(train_paths, labels=train_labels, shuffle_seed=config.seed),  # a new order each epoch
+        batches_of(val_paths, labels=val_labels),
+        learning_rate=head_config.learning_rate,
+        epochs=epochs,
+        patience=None,
+        jit_compile=False,
+        verbose=0,
+    )
+
+    start = time.perf_counter()
+    predicted = np.argmax(model.predict(batches_of(test_paths), verbose=0), axis=1)
+    test_seconds = time.perf_counter() - start
+    accuracy = float(np.mean(predicted == test_labels))
+    say(f"   {head_name}: {epochs} epochs in {fit.seconds:.1f} s, test accuracy {accuracy:.3f}")
+    return {
+        "epochs": epochs,
+        "fit_seconds": round(fit.seconds, 2),
+        "seconds_per_epoch": round(fit.seconds / epochs, 2),
+        "test_seconds": round(test_seconds, 2),
+        "accuracy": round(accuracy, 4),
+    }

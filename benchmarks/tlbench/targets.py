@@ -1,0 +1,77 @@
+"""The issue's targets: what was measured and whether it passes (None: not measured in this run)."""
+
+from tlpipe.errors import UserError
+
+from .commands import RSS_COMMANDS
+
+ONE_HEAD_STAGES = {"train@gap", "finetune@gap", "report"}  # what a gap-only change must re-run
+SKIPPED_USUAL = "usual approach left out (--skip-usual)"
+
+
+def check_targets(results: dict, compare: dict | None) -> list[dict]:
+    ratios, one_head = results["ratios"], results["one_head_change"]
+    return [
+        {
+            "target": "pipeline / floor ≤ 1.3",
+            "measured": f"{ratios['pipeline_over_floor']:.2f} (features + train stages: {ratios['core_over_floor']:.2f})",
+            "pass": ratios["pipeline_over_floor"] <= 1.3,
+        },
+        _usual_target(results),
+        {
+            "target": "no-op `dvc repro` ≤ 2 s",
+            "measured": f"{results['noop']['seconds']:.2f} s, stages run: {', '.join(results['noop']['stages_run']) or 'none'}",
+            "pass": results["noop"]["seconds"] <= 2 and not results["noop"]["stages_run"],
+        },
+        {
+            "target": "one-head change ≤ 10% of a full run",
+            "measured": f"{100 * one_head['fraction_of_full_run']:.1f}% ({one_head['seconds']:.1f} s; {', '.join(one_head['stages_run'])})",
+            "pass": one_head["fraction_of_full_run"] <= 0.10 and set(one_head["stages_run"]) == ONE_HEAD_STAGES,
+        },
+        _rss_target(results, compare),
+        _accuracy_target(results),
+    ]
+
+
+def _usual_target(results: dict) -> dict:
+    target, ratios = "usual / pipeline ≥ 10 at 10 epochs per head", results["ratios"]
+    if results["usual"] is None:
+        return {"target": target, "measured": SKIPPED_USUAL, "pass": None}
+    epochs = [head["epochs"] for head in results["usual"]["heads"].values()]
+    return {
+        "target": target,
+        "measured": f"{ratios['usual_over_pipeline']:.1f} (vs features + train: {ratios['usual_over_core']:.1f}) "
+                    f"at {' and '.join(map(str, epochs))} epochs",
+        "pass": ratios["usual_over_pipeline"] >= 10,
+    }
+
+
+def _accuracy_target(results: dict) -> dict:
+    target = "same accuracy within 1 point (pipeline vs usual)"
+    if results["accuracy"] is None:
+        return {"target": target, "measured": SKIPPED_USUAL, "pass": None}
+    worst = max(abs(head["difference_points"]) for head in results["accuracy"].values())
+    return {
+        "target": target,
+        "measured": f"{worst:.1f} points at most ({results['setup']['split_sizes']['test']} test images)",
+        "pass": worst <= 1,
+    }
+
+
+def _rss_target(results: dict, compare: dict | None) -> dict:
+    target = "peak RSS within 20% across dataset sizes (features, train)"
+    if compare is None:
+        return {"target": target, "measured": "one size only: run again at another size with --compare <this benchmark.json>", "pass": None}
+    for key in ("trunk", "image_size"):
+        if compare["setup"][key] != results["setup"][key]:
+            raise UserError(f"--compare: {key} is {compare['setup'][key]} there, {results['setup'][key]} here; compare like with like")
+    growth = {
+        stage: results["pipeline"]["stages"][stage]["peak_rss_mib"] / compare["pipeline"]["stages"][stage]["peak_rss_mib"]
+        for stage in RSS_COMMANDS
+    }
+    worst = max(growth, key=lambda stage: abs(growth[stage] - 1))
+    return {
+        "target": target,
+        "measured": f"{results['setup']['images']} vs {compare['setup']['images']} images: "
+                    + ", ".join(f"{stage} ×{ratio:.2f}" for stage, ratio in growth.items()),
+        "pass": abs(growth[worst] - 1) <= 0.20,
+    }
