@@ -182,3 +182,19 @@ def test_a_bad_param_stops_the_pipeline_with_one_line(project):
     assert result.stderr.strip().splitlines()[-1].startswith("error: params.yaml: trunk.name = 'resnet'")
     assert "Traceback" not in result.stderr
 
+
+
+def test_each_head_trains_train_repeats_times_and_keeps_the_median_validation_loss(project):
+    repeats = testing.params_with(project / "params.yaml")["train"]["repeats"]
+    for head in ("flatten", "gap"):
+        summary = json.loads((project / f"reports/train/{head}/metrics.json").read_text())
+        runs = summary["runs"]
+        assert [run["seed"] for run in runs] == [42 + index for index in range(repeats)]
+        losses = sorted(run["best_val_loss"] for run in runs)
+        assert len(set(losses)) == repeats, "runs with different seeds trained alike"
+        kept = runs[summary["saved_run"] - 1]
+        assert kept["best_val_loss"] == losses[(repeats - 1) // 2]
+        assert summary["best_val_loss"] == kept["best_val_loss"]
+        calibration = json.loads((project / f"reports/eval/{head}/metrics.json").read_text())["calibration"]
+        assert 0 <= calibration["ece"] <= 1 and sum(calibration["bins"]["count"]) == len(
+            pd.read_csv(project / f"reports/eval/{head}/predictions.csv"))

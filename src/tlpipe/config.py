@@ -109,6 +109,8 @@ class HeadsConfig(_Section):
 class TrainConfig(_Section):
     patience: PositiveInt
     jit_compile: bool = False
+    repeats: Annotated[int, Field(ge=1, le=20)] = 1
+    calibrate: bool = False
 
 
 # Layer arguments that follow from the pipeline, not from params.yaml: the layers see

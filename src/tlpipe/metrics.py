@@ -8,7 +8,8 @@ trunk pass). Inference throughput is measured on the full model, trunk
 included, over real test images.
 
 reports/eval/<head>/
-  metrics.json           accuracy, macro-F1, per-class scores, parameters, size, img/s
+  metrics.json           accuracy, macro-F1, per-class scores, calibration (and temperature
+                         scaling with train.calibrate), parameters, size, img/s
   predictions.csv        path, actual, predicted (DVC's confusion plot reads it)
   confusion_matrix.csv   counts, actual classes as rows
 """
@@ -24,6 +25,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from tlpipe.cache import FeatureBatches
 from tlpipe.config import EVAL_REPORTS_DIR
 from tlpipe.files import write_json, write_text
+from tlpipe.stats import calibration, scale_temperature
 
 # Enough batches for a stable img/s after the warm-up batch, few enough that evaluating
 # does not cost a sizeable share of the one trunk pass.
@@ -39,13 +41,16 @@ def evaluate_head(
     classes: list[str],
     timing_batches: list,
     device: str,
+    temperature: float | None = None,
 ) -> dict:
     """Write reports/eval/<head>/ for `model` (trunk + `head`, saved at `model_path`) and return its metrics.
 
-    `test` is the test split's (paths, labels); `timing_batches`, model inputs to time inference on.
+    `test` is the test split's (paths, labels); `timing_batches`, model inputs to time inference on;
+    `temperature`, one fitted on the validation split, to report the calibration it would give.
     """
     test_paths, y_test = test
-    y_pred = np.argmax(head.predict(FeatureBatches("test", batch_size=256), verbose=0), axis=1)
+    probabilities = head.predict(FeatureBatches("test", batch_size=256), verbose=0)
+    y_pred = np.argmax(probabilities, axis=1)
     report = classification_report(
         y_test, y_pred, labels=range(len(classes)), target_names=classes, output_dict=True, zero_division=0
     )
@@ -59,7 +64,11 @@ def evaluate_head(
         "inference_images_per_second": round(inference_throughput(model, timing_batches), 1),
         "inference_device": device,
         "per_class": {name: {key: report[name][key] for key in ("precision", "recall", "f1-score", "support")} for name in classes},
+        "calibration": calibration(y_test, probabilities),
     }
+    if temperature is not None:
+        scaled = calibration(y_test, scale_temperature(probabilities, temperature))
+        metrics["temperature_scaling"] = {"temperature": temperature, **{key: scaled[key] for key in ("ece", "brier", "log_loss")}}
 
     out = EVAL_REPORTS_DIR / head_name
     write_json(out / "metrics.json", metrics)

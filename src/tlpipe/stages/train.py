@@ -2,17 +2,21 @@
 
 The features come from disk batch by batch (tlpipe.cache.FeatureBatches), so
 memory does not grow with the dataset. Early stopping on validation loss keeps
-the best epoch's weights (tlpipe.model.fitting). The head is then put on the
+the best epoch's weights (tlpipe.model.fitting). The head trains train.repeats
+times with consecutive seeds; every run's figures go to the training summary and
+the run with the median validation loss is kept. That head is then put on the
 cached trunk and saved as models/<head>.keras, a full model from preprocessed
 images to class probabilities. Per-epoch curves and the training summary are
-logged with DVCLive under reports/train/<head>/; the test-split evaluation
-(tlpipe.metrics) goes to reports/eval/<head>/.
+logged with DVCLive under reports/train/<head>/ (the curves: the kept run's); the
+test-split evaluation (tlpipe.metrics), calibration included, goes to reports/eval/<head>/.
 
 Usage: tlpipe train {flatten,gap}
 """
 
+import keras
+import numpy as np
 from dvclive import Live
-from dvclive.keras import DVCLiveCallback
+from dvclive.utils import standardize_metric_name
 from scmrepo.exceptions import SCMError
 
 from tlpipe import runtime
@@ -22,10 +26,11 @@ from tlpipe.data.inputs import image_batches
 from tlpipe.data.manifest import read_manifest, split_rows
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import save_atomically
-from tlpipe.metrics import THROUGHPUT_IMAGES, evaluate_head
+from tlpipe.metrics import THROUGHPUT_IMAGES, classification_metrics, evaluate_head
 from tlpipe.model.fitting import fit_classifier
 from tlpipe.model.heads import assemble, build_head
 from tlpipe.model.trunks import preprocess_input
+from tlpipe.stats import fit_temperature, median_run
 
 
 def _live(head_name: str) -> Live:
@@ -36,41 +41,76 @@ def _live(head_name: str) -> Live:
         raise UserError(f"DVCLive: {error}: commit once (git commit) before training") from None
 
 
+def train_runs(head_name: str, config, meta: dict) -> tuple[keras.Model, list[dict], int, dict]:
+    """Train the head train.repeats times, with seeds seed, seed+1, ... (initialisation, shuffling,
+    dropout), and keep the run with the median validation loss: never a choice made on test.
+
+    Returns the kept head, every run's figures (validation and test) and the kept run's
+    per-epoch history.
+    """
+    head_config = config.head(head_name)
+    val_batches = FeatureBatches("val", head_config.batch_size)
+    test_batches = FeatureBatches("test", batch_size=256)
+    runs, weights, histories = [], [], []
+    for run in range(config.train.repeats):
+        seed = config.seed + run
+        keras.utils.set_random_seed(seed)
+        train_batches = FeatureBatches("train", head_config.batch_size, shuffle_seed=seed)
+        head = build_head(head_name, tuple(meta["feature_shape"]), len(meta["classes"]), head_config)
+        fit = fit_classifier(
+            head, train_batches, val_batches,
+            learning_rate=head_config.learning_rate,
+            epochs=head_config.epochs,
+            patience=config.train.patience,
+            jit_compile=config.train.jit_compile,
+        )
+        predicted = np.argmax(head.predict(test_batches, verbose=0), axis=1)
+        test = classification_metrics(test_batches.labels, predicted, len(meta["classes"]))
+        runs.append({"seed": seed, **fit.summary(), "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"]})
+        weights.append(head.get_weights())
+        histories.append(head.history.history)  # set by model.fit: the kept run's curves go to DVCLive
+        print(f"train@{head_name}: run {run + 1}/{config.train.repeats} (seed {seed}): val loss {fit.best_val_loss:.4f}, "
+              f"test accuracy {test['accuracy']:.3f}, {fit.seconds:.1f} s")
+    kept = median_run([run["best_val_loss"] for run in runs])
+    head.set_weights(weights[kept])
+    return head, runs, kept, histories[kept]
+
+
+def _log_curves(live: Live, history: dict) -> None:
+    """The kept run's per-epoch metrics, logged as DVCLiveCallback would have during its fit."""
+    for epoch in range(len(history["loss"])):
+        for metric, values in history.items():
+            live.log_metric(standardize_metric_name(metric, "dvclive.keras"), values[epoch])
+        live.next_step()
+
+
 def main() -> None:
     head_name = head_from_argv("train")
     config = load_config()
-    head_config = config.head(head_name)
     device = runtime.setup(config.seed)
     meta = load_meta()
-    train_batches = FeatureBatches("train", head_config.batch_size, shuffle_seed=config.seed)
-    val_batches = FeatureBatches("val", head_config.batch_size)
-
-    head = build_head(head_name, tuple(meta["feature_shape"]), len(meta["classes"]), head_config)
-    print(f"train@{head_name}: {head.count_params():,} head parameters, {len(train_batches.labels)} training images, on {device}")
+    print(f"train@{head_name}: {config.train.repeats} run(s) on {device}")
+    head, runs, kept, history = train_runs(head_name, config, meta)
+    fit = runs[kept]
     live = _live(head_name)
-    fit = fit_classifier(
-        head, train_batches, val_batches,
-        learning_rate=head_config.learning_rate,
-        epochs=head_config.epochs,
-        patience=config.train.patience,
-        jit_compile=config.train.jit_compile,
-        callbacks=[DVCLiveCallback(live=live)],
-    )
+    _log_curves(live, history)
     live.summary.update({
-        "best_epoch": fit.best_epoch,
-        "best_val_loss": fit.best_val_loss,
-        "best_val_accuracy": fit.best_val_accuracy,
-        "epochs_run": fit.epochs_run,
-        "train_seconds": round(fit.seconds, 2),
+        "best_epoch": fit["best_epoch"],
+        "best_val_loss": fit["best_val_loss"],
+        "best_val_accuracy": fit["best_val_accuracy"],
+        "epochs_run": fit["epochs_run"],
+        "train_seconds": round(sum(run["seconds"] for run in runs), 2),
         "device": device,
+        "saved_run": kept + 1,
+        "runs": runs,
     })
-    live.make_summary()
+    live.end()  # writes the summary
 
     model = assemble(load_trunk(), head)
     model_path = MODELS_DIR / f"{head_name}.keras"
     save_atomically(model_path, model.save)
-    print(f"train@{head_name}: best epoch {fit.best_epoch}/{fit.epochs_run}, val accuracy "
-          f"{fit.best_val_accuracy:.3f}, {fit.seconds:.1f} s -> {model_path}")
+    print(f"train@{head_name}: kept run {kept + 1} (seed {fit['seed']}, median val loss), best epoch "
+          f"{fit['best_epoch']}/{fit['epochs_run']}, val accuracy {fit['best_val_accuracy']:.3f} -> {model_path}")
 
     manifest = read_manifest()
     classes = meta["classes"]
@@ -79,7 +119,11 @@ def main() -> None:
         test_paths[:THROUGHPUT_IMAGES], RAW_DIR, meta["trunk"]["image_size"],
         preprocess_input(meta["trunk"]["name"]), batch_size=config.trunk.batch_size,
     ))
-    metrics = evaluate_head(head_name, model, head, model_path, (test_paths, test_labels), classes, timing_batches, device)
+    temperature = None
+    if config.train.calibrate:
+        val_batches = FeatureBatches("val", batch_size=256)
+        temperature = fit_temperature(val_batches.labels, head.predict(val_batches, verbose=0))
+    metrics = evaluate_head(head_name, model, head, model_path, (test_paths, test_labels), classes, timing_batches, device, temperature)
     print(f"train@{head_name}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
           f"{metrics['inference_images_per_second']} img/s through the full model on {device}")
 
