@@ -56,12 +56,15 @@ def project(tmp_path_factory) -> Path:
 
 def test_metrics_are_complete_and_counts_add_up(project):
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    assert set(metrics) == {"flatten", "gap"}
-    for head in metrics.values():
+    assert set(metrics) == {"flatten", "gap", "flatten_vs_gap"}
+    assert 0 <= metrics["flatten_vs_gap"]["mcnemar_p"] <= 1
+    cost = json.loads((project / "reports/cost.json").read_text())
+    for name in ("flatten", "gap"):
+        assert cost[name]["inference_images_per_second"] > 0 and cost[name]["train_seconds"] > 0
+        head = metrics[name]
         assert head["total_params"] == head["trunk_params"] + head["head_params"]
         assert head["trunk_params"] == 14_714_688  # VGG16 without its top
         assert 0 <= head["macro_f1"] <= 1
-        assert head["inference_images_per_second"] > 0
         assert head["epochs_run"] >= head["best_epoch"] >= 1
     # Flatten on a 1x1x512 map (32 px) has as many inputs as GAP: the heads must be the same size.
     assert metrics["flatten"]["head_params"] == metrics["gap"]["head_params"] == 512 * 256 + 256 + 256 * 3 + 3
@@ -128,7 +131,8 @@ def test_changing_one_head_reruns_only_that_head_and_shows_the_change(project):
     params_diff = json.loads(run(project, "dvc", "params", "diff", "--json").stdout)
     assert params_diff["params.yaml"]["heads.gap.dropout"] | {"diff": None} == {"old": 0.2, "new": 0.3, "diff": None}
     metrics_diff = json.loads(run(project, "dvc", "metrics", "diff", "--json").stdout)
-    assert "gap.train_seconds" in metrics_diff["reports/metrics.json"]
+    assert "gap.accuracy_mean" in metrics_diff["reports/metrics.json"]
+    assert "gap.train_seconds" in metrics_diff["reports/cost.json"]  # timings apart from quality and size
     assert not any(key.startswith("flatten.") for key in metrics_diff["reports/metrics.json"])
 
     comparison = (project / "reports/comparison.md").read_text()
@@ -136,7 +140,8 @@ def test_changing_one_head_reruns_only_that_head_and_shows_the_change(project):
     before = json.loads(run(project, "git", "show", "HEAD:reports/metrics.json").stdout)
     now = json.loads((project / "reports/metrics.json").read_text())
     change = (now["gap"]["accuracy"] - before["gap"]["accuracy"]) * 100
-    assert f"| {now['flatten']['accuracy']:.1%} | {before['flatten']['accuracy']:.1%} | +0.0 pts | {now['gap']['accuracy']:.1%} | {before['gap']['accuracy']:.1%} | {change:+.1f} pts |" in comparison
+    assert f"| accuracy | {now['flatten']['accuracy']:.1%} | {before['flatten']['accuracy']:.1%} | +0.0 pts (within ±" in comparison
+    assert f"| {now['gap']['accuracy']:.1%} | {before['gap']['accuracy']:.1%} | {change:+.1f} pts (" in comparison
 
 
 def test_offline_plots_render_in_headless_chromium(project, tmp_path):

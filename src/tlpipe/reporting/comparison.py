@@ -2,6 +2,7 @@
 and each metric's change against a baseline (tlpipe.reporting.baseline)."""
 
 from tlpipe.config import HEAD_NAMES, Config
+from tlpipe.stats import ECE_BINS, NOISE_RULE, noise_margin, verdict_line
 
 TITLES = {"flatten": "Flatten", "gap": "GAP"}
 
@@ -13,18 +14,25 @@ def _augmentation(config: Config, features: dict) -> str:
     return f"{features['augment_views']} cached views of each training image ({layers}; seed {config.augment.seed})"
 
 
-def verdict(metrics: dict) -> str:
-    """Which head wins on accuracy, and at what parameter cost."""
+def accuracy_margin(now: dict, before: dict) -> float:
+    """NOISE_RULE's margin for the accuracy difference between two heads' figures."""
+    return noise_margin(now["accuracy"], now.get("accuracy_std"), now["test_images"],
+                        before["accuracy"], before.get("accuracy_std"), before["test_images"])
+
+
+def verdict(metrics: dict, paired: dict) -> str:
+    """What the paired comparison of the two heads supports (tlpipe.stats.verdict_line)."""
     flatten, gap = metrics["flatten"], metrics["gap"]
-    ratio = flatten["head_params"] / gap["head_params"]
-    sizes = f"{flatten['head_params']:,} vs {gap['head_params']:,} head parameters ({ratio:,.1f}x)"
-    difference = flatten["accuracy"] - gap["accuracy"]
-    if abs(difference) < 0.005:
-        return f"Flatten and GAP tie on test accuracy ({flatten['accuracy']:.1%}); Flatten pays {sizes}."
-    winner, loser = ("Flatten", "GAP") if difference > 0 else ("GAP", "Flatten")
-    return (f"{winner} wins on test accuracy by {abs(difference) * 100:.1f} points "
-            f"({max(flatten['accuracy'], gap['accuracy']):.1%} vs {min(flatten['accuracy'], gap['accuracy']):.1%} for {loser}); "
-            f"Flatten vs GAP: {sizes}.")
+    return verdict_line(
+        flatten["accuracy"], gap["accuracy"], (paired["ci_low"], paired["ci_high"]), paired["mcnemar_p"],
+        accuracy_margin(flatten, gap), paired["test_images"], flatten["head_params"] / gap["head_params"],
+    )
+
+
+def _spread(head: dict, key: str, show) -> str:
+    if head[f"{key}_std"] is None:
+        return "one run"
+    return f"{show(head[f'{key}_mean'])} ± {show(head[f'{key}_std'])} ({show(head[f'{key}_low'])} to {show(head[f'{key}_high'])})"
 
 
 # The comparison's tables: for each section, rows of (label, how to show one head's value).
@@ -33,6 +41,14 @@ TABLES = {
         ("accuracy", lambda head: f"{head['accuracy']:.1%}"),
         ("macro-F1", lambda head: f"{head['macro_f1']:.3f}"),
         ("best validation accuracy (epoch)", lambda head: f"{head['best_val_accuracy']:.1%} ({head['best_epoch']})"),
+        ("saved run (median validation loss)", lambda head: f"{head['saved_run']} of {head['runs']}"),
+        ("accuracy over the runs: mean ± std (95% t-interval)", lambda head: _spread(head, "accuracy", lambda v: f"{v:.1%}")),
+        ("macro-F1 over the runs: mean ± std (95% t-interval)", lambda head: _spread(head, "macro_f1", lambda v: f"{v:.3f}")),
+    ],
+    f"Calibration (test split; ECE over {ECE_BINS} equal-width bins of the top-class probability)": [
+        ("expected calibration error", lambda head: f"{head['ece']:.3f}"),
+        ("Brier score (summed over classes)", lambda head: f"{head['brier']:.3f}"),
+        ("log loss", lambda head: f"{head['log_loss']:.3f}"),
     ],
     "Size": [
         ("trunk parameters (frozen)", lambda head: f"{head['trunk_params']:,}"),
@@ -41,37 +57,49 @@ TABLES = {
         ("model file", lambda head: f"{head['model_bytes'] / 2**20:.1f} MiB"),
     ],
     "Cost": [
-        ("head training (wall time)", lambda head: f"{head['train_seconds']:.1f} s"),
-        ("epochs run (early stopping)", lambda head: f"{head['epochs_run']}"),
-        ("time per epoch", lambda head: f"{head['train_seconds'] / head['epochs_run']:.2f} s"),
+        ("head training, all runs (wall time)", lambda head: f"{head['train_seconds']:.1f} s ({head['runs']} runs)"),
+        ("epochs run by the saved run (early stopping)", lambda head: f"{head['epochs_run']}"),
         ("inference, full model (img/s)", lambda head: f"{head['inference_images_per_second']:.1f}"),
     ],
 }
 
 
-# Metrics compared with the baseline: (key, label, how to show a value, how to show a change).
+# Metrics compared with the baseline: (key, label, how to show a value, how to show a change, judged by NOISE_RULE).
 CHANGES = [
-    ("accuracy", "accuracy", lambda value: f"{value:.1%}", lambda change: f"{change * 100:+.1f} pts"),
-    ("macro_f1", "macro-F1", lambda value: f"{value:.3f}", lambda change: f"{change:+.3f}"),
-    ("head_params", "head parameters", lambda value: f"{value:,}", lambda change: f"{change:+,}"),
-    ("total_params", "total parameters", lambda value: f"{value:,}", lambda change: f"{change:+,}"),
-    ("train_seconds", "head training", lambda value: f"{value:.1f} s", lambda change: f"{change:+.1f} s"),
-    ("inference_images_per_second", "inference img/s", lambda value: f"{value:.1f}", lambda change: f"{change:+.1f}"),
+    ("accuracy", "accuracy", lambda value: f"{value:.1%}", lambda change: f"{change * 100:+.1f} pts", True),
+    ("macro_f1", "macro-F1", lambda value: f"{value:.3f}", lambda change: f"{change:+.3f}", True),
+    ("head_params", "head parameters", lambda value: f"{value:,}", lambda change: f"{change:+,}", False),
+    ("total_params", "total parameters", lambda value: f"{value:,}", lambda change: f"{change:+,}", False),
 ]
 
 
+def _noise_mark(key: str, now: dict, then: dict, change: float, show_change) -> str:
+    margin = noise_margin(now[key], now.get(f"{key}_std"), now["test_images"], then[key], then.get(f"{key}_std"), then["test_images"])
+    return f" ({'beyond' if abs(change) > margin else 'within'} ±{show_change(margin).lstrip('+')})"
+
+
 def changes_markdown(metrics: dict, revision: str, baseline: tuple[str, dict] | None) -> list[str]:
-    """For each head and metric: the value now, the baseline's, and the change."""
+    """For each head and metric: the value now, the baseline's, and the change, quality changes
+    marked within or beyond the noise (NOISE_RULE)."""
     if baseline is None:
         return [f"No baseline: `{revision}` has no committed `reports/metrics.json`."]
     commit, before = baseline
+    sizes = {head: (metrics[head]["test_images"], before.get(head, {}).get("test_images")) for head in HEAD_NAMES}
+    if any(now != then for now, then in sizes.values()):
+        counts = ", ".join(f"{TITLES[head]} {then} then, {now} now" for head, (now, then) in sizes.items())
+        return [f"Against `{revision}` (commit `{commit}`): not comparable, its test split differs ({counts} test images); no deltas shown."]
     header = "| metric | " + " | ".join(f"{TITLES[head]} | baseline | change" for head in HEAD_NAMES) + " |"
-    lines = [f"Against `{revision}` (commit `{commit}`).", "", header, "|---|" + "---:|---:|---:|" * len(HEAD_NAMES)]
-    for key, label, show, show_change in CHANGES:
+    lines = [f"Against `{revision}` (commit `{commit}`). {NOISE_RULE} Timings: `reports/cost.json` and the Cost table.",
+             "", header, "|---|" + "---:|---:|---:|" * len(HEAD_NAMES)]
+    for key, label, show, show_change, judged in CHANGES:
         cells = []
         for head in HEAD_NAMES:
-            now, then = metrics[head][key], before.get(head, {}).get(key)
-            cells += [show(now), "–", "–"] if then is None else [show(now), show(then), show_change(now - then)]
+            now, then = metrics[head], before.get(head, {})
+            if then.get(key) is None:
+                cells += [show(now[key]), "–", "–"]
+                continue
+            change = now[key] - then[key]
+            cells += [show(now[key]), show(then[key]), show_change(change) + (_noise_mark(key, now, then, change, show_change) if judged else "")]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
@@ -114,14 +142,30 @@ def markdown_table(rows: list[tuple[str, list[str]]]) -> list[str]:
     return lines + [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
 
 
-def comparison_markdown(config: Config, features: dict, metrics: dict, revision: str, baseline, finetuned: dict) -> str:
+def calibration_sentence(metrics: dict) -> str:
+    """Which head is better calibrated (lower ECE), and what temperature scaling changes where it ran."""
+    flatten, gap = metrics["flatten"], metrics["gap"]
+    better = "Flatten" if flatten["ece"] < gap["ece"] else "GAP"
+    sentence = f"{better} is the better calibrated head (ECE {min(flatten['ece'], gap['ece']):.3f} vs {max(flatten['ece'], gap['ece']):.3f})."
+    for head in HEAD_NAMES:
+        scaling = metrics[head].get("temperature_scaling")
+        if scaling:
+            sentence += (f" {TITLES[head]}, temperature {scaling['temperature']:.2f} fitted on validation: "
+                         f"ECE {metrics[head]['ece']:.3f} → {scaling['ece']:.3f}.")
+    return sentence
+
+
+def comparison_markdown(config: Config, features: dict, metrics: dict, paired: dict, revision: str, baseline, finetuned: dict) -> str:
     heads = [metrics[head] for head in HEAD_NAMES]
     trunk, sizes = config.trunk, features["split_sizes"]
     shape = "×".join(str(size) for size in features["feature_shape"])
     lines = [
         f"# Flatten vs GAP head on a frozen {trunk.name} trunk",
         "",
-        f"**{verdict(metrics)}**",
+        f"**{verdict(metrics, paired)}**",
+        "",
+        f"{NOISE_RULE} The verdict says significant only when McNemar's exact test on the saved models gives p < 0.05 "
+        f"and the difference is beyond that noise.",
         "",
         "| setting | value |",
         "|---|---|",
@@ -141,6 +185,7 @@ def comparison_markdown(config: Config, features: dict, metrics: dict, revision:
     ]
     for section, rows in TABLES.items():
         lines += ["", f"## {section}", "", *markdown_table([(label, [show(head) for head in heads]) for label, show in rows])]
+    lines += ["", calibration_sentence(metrics), "", "![reliability diagram](plots/reliability.png)"]
     lines += ["", "## Fine-tuning", "", *finetune_markdown(config, metrics, finetuned)]
     per_class = [(name, [f"{head['per_class_f1'][name]:.3f}" for head in heads]) for name in features["classes"]]
     lines += ["", "## F1 per class", "", *markdown_table(per_class)]

@@ -1,4 +1,4 @@
-"""The comparison's PNG plots: training curves, confusion matrices, parameters vs accuracy."""
+"""The comparison's PNG plots: training curves, confusion matrices, parameters vs accuracy, reliability diagram."""
 
 from pathlib import Path
 
@@ -54,6 +54,21 @@ def plot_params_vs_accuracy(metrics: dict, path: Path) -> None:
         axis.annotate(f"{metrics[head]['head_params']:,}", (metrics[head]["head_params"], metrics[head]["accuracy"]),
                       textcoords="offset points", xytext=(8, -4))
     axis.set(xscale="log", xlabel="trained head parameters (log)", ylabel="test accuracy", title="Head size vs accuracy")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    _save(figure, path)
+
+
+def plot_reliability(metrics: dict, path: Path) -> None:
+    """Accuracy against confidence per bin of the top-class probability, both heads: the diagonal is perfect calibration."""
+    figure = Figure(figsize=(5, 5))
+    axis = figure.subplots()
+    axis.plot([0, 1], [0, 1], ":", color="gray", label="perfectly calibrated")
+    for head, color in zip(HEAD_NAMES, ("tab:blue", "tab:orange")):
+        bins = metrics[head]["reliability"]
+        axis.plot(bins["confidence"], bins["accuracy"], "o-", color=color, label=f"{TITLES[head]} (ECE {metrics[head]['ece']:.3f})")
+    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-class probability)", ylabel="accuracy",
+             title="Reliability diagram (test split)")
     axis.grid(alpha=0.3)
     axis.legend()
     _save(figure, path)

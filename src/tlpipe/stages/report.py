@@ -20,18 +20,24 @@ from tlpipe.errors import UserError, run_stage
 from tlpipe.files import write_json, write_text
 from tlpipe.reporting.baseline import committed_metrics, resolve_revision
 from tlpipe.reporting.comparison import comparison_markdown, verdict
-from tlpipe.reporting.plots import plot_confusion_matrix, plot_params_vs_accuracy, plot_training_curves
+from tlpipe.reporting.plots import plot_confusion_matrix, plot_params_vs_accuracy, plot_reliability, plot_training_curves
+from tlpipe.stats import mcnemar_p, paired_difference, repeat_summary
 
 PLOTTED = ("head_params", "total_params", "accuracy", "macro_f1")
+# Timings differ by machine and run: reports/cost.json, apart from quality and size in reports/metrics.json.
+COST_KEYS = ("train_seconds", "inference_images_per_second")
 
 
 def main() -> None:
     config = load_config()
     features = _read_json(REPORTS_DIR / "features.json")
     metrics = {head: head_metrics(head) for head in HEAD_NAMES}
+    paired = paired_comparison()
     revision = resolve_revision(config.report.baseline)
     baseline = committed_metrics(revision)
-    write_json(REPORTS_DIR / "metrics.json", metrics)
+    quality = {head: {key: value for key, value in figures.items() if key not in COST_KEYS} for head, figures in metrics.items()}
+    write_json(REPORTS_DIR / "metrics.json", {**quality, "flatten_vs_gap": paired})
+    write_json(REPORTS_DIR / "cost.json", {head: {key: metrics[head][key] for key in COST_KEYS} for head in HEAD_NAMES})
     heads = pd.DataFrame([{"head": head, **{key: metrics[head][key] for key in PLOTTED}} for head in HEAD_NAMES])
     write_text(REPORTS_DIR / "heads.csv", heads.to_csv(index=False))
     PLOTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -39,9 +45,10 @@ def main() -> None:
     for head in HEAD_NAMES:
         plot_confusion_matrix(head, PLOTS_DIR / f"confusion_{head}.png")
     plot_params_vs_accuracy(metrics, PLOTS_DIR / "params_vs_accuracy.png")
+    plot_reliability(metrics, PLOTS_DIR / "reliability.png")
     finetuned = {head: _read_json(FINETUNE_REPORTS_DIR / head / "metrics.json") for head in HEAD_NAMES}
-    write_text(REPORTS_DIR / "comparison.md", comparison_markdown(config, features, metrics, revision, baseline, finetuned))
-    print(f"report: {verdict(metrics)}")
+    write_text(REPORTS_DIR / "comparison.md", comparison_markdown(config, features, metrics, paired, revision, baseline, finetuned))
+    print(f"report: {verdict(metrics, paired)}")
     print(f"report: baseline {revision}: " + (f"commit {baseline[0]}" if baseline else "none (no committed reports/metrics.json)"))
 
 
@@ -55,6 +62,9 @@ def head_metrics(head: str) -> dict:
     """One head's figures from its training and evaluation outputs, flat, for reports/metrics.json."""
     training = _read_json(TRAIN_REPORTS_DIR / head / "metrics.json")
     evaluation = _read_json(EVAL_REPORTS_DIR / head / "metrics.json")
+    accuracy = repeat_summary([run["test_accuracy"] for run in training["runs"]])
+    macro_f1 = repeat_summary([run["test_macro_f1"] for run in training["runs"]])
+    calibration = evaluation["calibration"]
     return {
         "accuracy": round(evaluation["accuracy"], 4),
         "macro_f1": round(evaluation["macro_f1"], 4),
@@ -69,7 +79,25 @@ def head_metrics(head: str) -> dict:
         "inference_images_per_second": evaluation["inference_images_per_second"],
         "test_images": evaluation["test_images"],
         "per_class_f1": {name: round(scores["f1-score"], 4) for name, scores in evaluation["per_class"].items()},
+        "runs": accuracy["runs"],
+        "saved_run": training["saved_run"],
+        **{f"accuracy_{key}": value for key, value in accuracy.items() if key != "runs"},
+        **{f"macro_f1_{key}": value for key, value in macro_f1.items() if key != "runs"},
+        **{key: round(calibration[key], 4) for key in ("ece", "brier", "log_loss")},
+        "reliability": calibration["bins"],
+        **({"temperature_scaling": evaluation["temperature_scaling"]} if "temperature_scaling" in evaluation else {}),
     }
+
+
+def paired_comparison() -> dict:
+    """Flatten vs GAP on the same test images: McNemar's exact p and the paired bootstrap interval of the accuracy difference."""
+    flatten, gap = (pd.read_csv(EVAL_REPORTS_DIR / head / "predictions.csv", index_col="path") for head in HEAD_NAMES)
+    gap = gap.loc[flatten.index]  # pair each image's two predictions
+    correct_flatten = (flatten["actual"] == flatten["predicted"]).to_numpy()
+    correct_gap = (gap["actual"] == gap["predicted"]).to_numpy()
+    difference, low, high = paired_difference(correct_flatten, correct_gap)
+    return {"accuracy_difference": round(difference, 4), "ci_low": round(low, 4), "ci_high": round(high, 4),
+            "mcnemar_p": round(mcnemar_p(correct_flatten, correct_gap), 4), "test_images": len(flatten)}
 
 
 if __name__ == "__main__":
