@@ -84,10 +84,11 @@ def test_comparison_names_its_inputs_and_links_its_plots(project):
     assert "colors.tar.gz`" in comparison
     assert "## Fine-tuning\n\nOff (`finetune.epochs: 0`)" in comparison
     assert "| augmentation | none (`augment.views: 0`) |" in comparison
-    assert re.search(r"^\*\*(Flatten|GAP) wins|^\*\*Flatten and GAP tie", comparison, re.MULTILINE)
+    assert re.search(r"^\*\*(Flatten|GAP) ahead by .* McNemar p|^\*\*Flatten and GAP level", comparison, re.MULTILINE)
+    assert "wins" not in comparison
     for image in re.findall(r"\]\((plots/[^)]+\.png)\)", comparison):
         assert (project / "reports" / image).stat().st_size > 1000
-    assert len(re.findall(r"\]\((plots/[^)]+\.png)\)", comparison)) == 4
+    assert len(re.findall(r"\]\((plots/[^)]+\.png)\)", comparison)) == 5  # with the reliability diagram
 
 
 def test_the_saved_model_is_trunk_plus_head_and_agrees_with_the_cache(project):
