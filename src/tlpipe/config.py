@@ -78,6 +78,7 @@ class TrunkConfig(_Section):
     image_size: Annotated[int, Field(ge=32, le=1024)]
     output_layer: str = ""
     batch_size: PositiveInt = 32
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
 
     @field_validator("weights")
     @classmethod

@@ -26,6 +26,7 @@ from tlpipe.data.inputs import image_batches
 from tlpipe.data.manifest import SPLITS, class_names, read_manifest, split_rows
 from tlpipe.errors import run_stage
 from tlpipe.files import replace_dir, temporary_dir_for, write_json
+from tlpipe.model.precision import build_with_precision
 from tlpipe.model.trunks import build_trunk, preprocess_input
 
 
@@ -34,15 +35,20 @@ def main() -> None:
     device = runtime.setup(config.seed)
     manifest = read_manifest()
     classes = class_names(manifest)
-    trunk = build_trunk(config.trunk)
-    trunk.compile(jit_compile=False)  # XLA slows the trunk pass on CPU (measured: VGG16 2x slower)
-    feature_shape = trunk.output_shape[1:]
     views = config.augment.views
     augmentation = build_augmentation(config.augment, config.trunk.image_size) if views else None
     batches_of = functools.partial(
         image_batches, root=RAW_DIR, size=config.trunk.image_size,
         preprocess=preprocess_input(config.trunk.name), batch_size=config.trunk.batch_size,
     )
+    trial_batch = next(iter(batches_of(split_rows(manifest, "train", classes)[0])))
+    trunk, precision, trials = build_with_precision(
+        lambda: build_trunk(config.trunk), config.trunk.precision, device.startswith("GPU"), trial_batch,
+    )
+    trunk.compile(jit_compile=False)  # XLA slows the trunk pass on CPU (measured: VGG16 2x slower)
+    feature_shape = trunk.output_shape[1:]
+    print(f"features: trunk precision {precision} (trunk.precision = {config.trunk.precision}"
+          + (f"; seconds per batch: {trials}" if trials else "") + ")")
     print(f"features: {config.trunk.name} ({config.trunk.weights}) on {device}, {len(manifest)} images -> {feature_shape}"
           + (f", and {views} augmented views of each training image" if views else ""))
 
@@ -78,6 +84,9 @@ def main() -> None:
             "seconds": round(seconds, 2),
             "images_per_second": round(trunk_images / seconds, 1),
             "device": device,
+            "precision": precision,
+            "precision_setting": config.trunk.precision,
+            "precision_trials": trials,  # best-of-3 seconds per batch under each candidate (auto only)
         }
         write_meta(work, meta)
         replace_dir(work, FEATURES_DIR)
