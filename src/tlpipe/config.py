@@ -109,6 +109,7 @@ class HeadsConfig(_Section):
 class TrainConfig(_Section):
     patience: PositiveInt
     jit_compile: bool = False
+    fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
 
 
 # Layer arguments that follow from the pipeline, not from params.yaml: the layers see

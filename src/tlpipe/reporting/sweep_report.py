@@ -67,7 +67,7 @@ def sweep_figure(results: list, param: str, path: Path) -> None:
     figure, (params_axis, accuracy_axis, trunk_axis) = plt.subplots(1, 3, figsize=(14, 4))
     x = [float(result.value) for result in done]
     if param == "train.fraction":  # the learning curve: against the number of training images
-        x = [result.features["split_sizes"]["train"] * float(result.value) for result in done]
+        x = [result.head_training(HEAD_NAMES[0])["train_rows"] for result in done]
     for head in HEAD_NAMES:
         params_axis.plot(x, [result.head(head)["head_params"] for result in done], "o-", label=head)
         accuracy_axis.plot(x, [result.head(head)["accuracy"] for result in done], "o-", label=head)

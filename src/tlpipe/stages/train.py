@@ -11,15 +11,17 @@ logged with DVCLive under reports/train/<head>/; the test-split evaluation
 Usage: tlpipe train {flatten,gap}
 """
 
+import numpy as np
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 from scmrepo.exceptions import SCMError
 
 from tlpipe import runtime
-from tlpipe.cache import FeatureBatches, load_meta, load_trunk
+from tlpipe.cache import FeatureBatches, load_meta, load_trunk, training_rows
 from tlpipe.config import MODELS_DIR, RAW_DIR, TRAIN_REPORTS_DIR, head_from_argv, load_config
 from tlpipe.data.inputs import image_batches
 from tlpipe.data.manifest import read_manifest, split_rows
+from tlpipe.data.splitting import nested_subset
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import save_atomically
 from tlpipe.metrics import THROUGHPUT_IMAGES, evaluate_head
@@ -36,13 +38,24 @@ def _live(head_name: str) -> Live:
         raise UserError(f"DVCLive: {error}: commit once (git commit) before training") from None
 
 
+def _training_subset(manifest, config, meta):
+    """The cache rows of train.fraction of the training images (all rows at 1.0)."""
+    if config.train.fraction == 1:
+        return None
+    train = manifest[manifest["split"] == "train"]
+    images = np.flatnonzero(nested_subset(train, config.train.fraction, config.seed))
+    return training_rows(images, len(train), meta["augment_views"])
+
+
 def main() -> None:
     head_name = head_from_argv("train")
     config = load_config()
     head_config = config.head(head_name)
     device = runtime.setup(config.seed)
     meta = load_meta()
-    train_batches = FeatureBatches("train", head_config.batch_size, shuffle_seed=config.seed)
+    manifest = read_manifest()
+    train_batches = FeatureBatches("train", head_config.batch_size, shuffle_seed=config.seed,
+                                   rows=_training_subset(manifest, config, meta))
     val_batches = FeatureBatches("val", head_config.batch_size)
 
     head = build_head(head_name, tuple(meta["feature_shape"]), len(meta["classes"]), head_config)
@@ -60,6 +73,9 @@ def main() -> None:
         "best_epoch": fit.best_epoch,
         "best_val_loss": fit.best_val_loss,
         "best_val_accuracy": fit.best_val_accuracy,
+        "best_train_accuracy": fit.best_train_accuracy,
+        "overfitting_gap": fit.overfitting_gap,
+        "train_rows": len(train_batches.labels),
         "epochs_run": fit.epochs_run,
         "train_seconds": round(fit.seconds, 2),
         "device": device,
@@ -72,7 +88,6 @@ def main() -> None:
     print(f"train@{head_name}: best epoch {fit.best_epoch}/{fit.epochs_run}, val accuracy "
           f"{fit.best_val_accuracy:.3f}, {fit.seconds:.1f} s -> {model_path}")
 
-    manifest = read_manifest()
     classes = meta["classes"]
     test_paths, test_labels = split_rows(manifest, "test", classes)
     timing_batches = list(image_batches(
