@@ -100,7 +100,7 @@ SIZES ?= 48 64 96 128
 FRACTIONS ?= 0.1 0.25 0.5 1
 .PHONY: sweep sweep-data
 sweep: install
-	python -m tlpipe.sweep --param trunk.image_size $(SIZES)
+	tlpipe sweep --param trunk.image_size $(SIZES)
 
 sweep-data: install
-	python -m tlpipe.sweep --param train.fraction $(FRACTIONS)
+	tlpipe sweep --param train.fraction $(FRACTIONS)

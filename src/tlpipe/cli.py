@@ -8,8 +8,10 @@ Each stage is the module tlpipe.stages.<stage>; it is imported only when named, 
 `tlpipe fetch` never pays TensorFlow's start-up.
 """
 
+import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from tlpipe.errors import UserError, run_stage
 
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     stage, *arguments = argv
     if stage == "sweep":
-        run_stage(lambda: importlib.import_module("tlpipe.sweep").main(arguments))
+        run_stage(lambda: _sweep(arguments))
         return
     sys.argv = [f"tlpipe {stage}", *arguments]  # the stage reads its head from sys.argv, as under python -m
     run_stage(importlib.import_module(f"tlpipe.stages.{stage}").main)
@@ -32,3 +34,20 @@ def main(argv: list[str] | None = None) -> None:
 
 def _refuse() -> None:
     raise UserError(USAGE)
+
+
+def _sweep(argv: list[str]) -> None:
+    """tlpipe sweep --param KEY VALUE...: one DVC experiment per value, then reports/sweep.md
+    (reports/sweep-data.md for train.fraction) and its PNG, from `dvc exp show --json`."""
+    from tlpipe.reporting.sweep_report import write_sweep_report  # matplotlib and DVC only here
+    from tlpipe.sweep import sweep
+
+    parser = argparse.ArgumentParser(prog="tlpipe sweep", description=_sweep.__doc__.splitlines()[0])
+    parser.add_argument("--param", required=True, help="dotted params.yaml key, e.g. trunk.image_size")
+    parser.add_argument("values", nargs="+")
+    parser.add_argument("--out", type=Path, help="the Markdown report")
+    arguments = parser.parse_args(argv)
+    results = sweep(Path("."), arguments.param, arguments.values)
+    out = arguments.out or Path("reports/sweep-data.md" if arguments.param == "train.fraction" else "reports/sweep.md")
+    write_sweep_report(results, arguments.param, out)
+    print(f"sweep: {sum(result.succeeded for result in results)}/{len(results)} experiments succeeded -> {out}")

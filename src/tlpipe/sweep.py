@@ -2,10 +2,9 @@
 results back through `dvc exp show --json` (never from files written on the side), so what the
 report shows is what DVC recorded. A failed experiment stays in the results, marked failed.
 
-  tlpipe sweep --param trunk.image_size 48 64 96 128 [--out reports/sweep.md]
+  tlpipe sweep --param trunk.image_size 48 64 96 128   (tlpipe.cli; make sweep, make sweep-data)
 """
 
-import argparse
 import json
 import re
 import subprocess
@@ -119,25 +118,3 @@ def sweep(project: Path, param: str, values: list[str]) -> list[SweepResult]:
     run_queue(project)
     return read_results(project, param, names)
 
-
-def main(argv: list[str] | None = None) -> None:
-    from tlpipe.reporting.sweep_report import write_sweep_report  # matplotlib only when reporting
-
-    parser = argparse.ArgumentParser(prog="tlpipe sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--param", required=True, help="dotted params.yaml key, e.g. trunk.image_size")
-    parser.add_argument("values", nargs="+")
-    parser.add_argument("--out", type=Path, help="the Markdown report (default: reports/sweep.md, "
-                                                 "reports/sweep-data.md for train.fraction)")
-    parser.add_argument("--project", type=Path, default=Path("."))
-    arguments = parser.parse_args(argv)
-    results = sweep(arguments.project, arguments.param, arguments.values)
-    out = arguments.out or arguments.project / ("reports/sweep-data.md" if arguments.param == "train.fraction"
-                                                else "reports/sweep.md")
-    write_sweep_report(results, arguments.param, out)
-    print(f"{sum(result.succeeded for result in results)}/{len(results)} experiments succeeded: {out}")
-
-
-if __name__ == "__main__":
-    from tlpipe.errors import run_stage
-
-    run_stage(main)
