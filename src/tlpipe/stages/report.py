@@ -60,6 +60,7 @@ def head_metrics(head: str) -> dict:
         "macro_f1": round(evaluation["macro_f1"], 4),
         "best_val_accuracy": round(training["best_val_accuracy"], 4),
         "best_epoch": training["best_epoch"],
+        "overfitting_gap": round(training["overfitting_gap"], 4),
         "epochs_run": training["epochs_run"],
         "train_seconds": training["train_seconds"],
         "trunk_params": evaluation["trunk_params"],
