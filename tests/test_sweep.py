@@ -28,7 +28,8 @@ def test_size_sweep_reads_dvc_experiments_and_flatten_grows_with_the_square_of_t
     results = sweep.read_results(project, "trunk.image_size", names, env=environment)
 
     assert [(result.value, result.state) for result in results] == [(64, "success"), (96, "success")]
-    assert [result.features["feature_shape"] for result in results] == [[2, 2, 512], [3, 3, 512]]
+    assert [result.features["feature_map"] for result in results] == [
+        {"height": side, "width": side, "channels": 512} for side in (2, 3)]
     hidden = params["heads"]["flatten"]["hidden"][0]
     assert first_dense_growth(results, "flatten") == [512 * hidden]   # (9 - 4) * 512 * 256 more weights
     assert first_dense_growth(results, "gap") == [0]

@@ -27,7 +27,7 @@ def first_dense_growth(results: list, head: str) -> list[float]:
 
 
 def _side(result) -> int:
-    return int(result.features["feature_shape"][0])
+    return result.features["feature_map"]["height"]
 
 
 def sweep_markdown(results: list, param: str, png_name: str) -> str:
@@ -44,7 +44,7 @@ def sweep_markdown(results: list, param: str, png_name: str) -> str:
             lines.append(f"| {result.value} | {result.name} | **{result.state}** |" + " |" * (3 + 4 * len(HEAD_NAMES)))
             continue
         cells = [str(result.value), result.name, result.state,
-                 "×".join(str(size) for size in result.features.get("feature_shape", []))]
+                 "×".join(str(size) for size in result.features.get("feature_map", {}).values())]
         for head in HEAD_NAMES:
             evaluation, training = result.head(head), result.head_training(head)
             gap = training.get("overfitting_gap")
