@@ -9,7 +9,8 @@ included, over real test images.
 
 reports/eval/<head>/
   metrics.json           accuracy, macro-F1, per-class scores, parameters, size, img/s
-  predictions.csv        path, actual, predicted (DVC's confusion plot reads it)
+  predictions.csv        path, actual, predicted (DVC's confusion plot reads them), probability (of the
+                         prediction), true_probability (of the actual class)
   confusion_matrix.csv   counts, actual classes as rows
 """
 
@@ -45,7 +46,8 @@ def evaluate_head(
     `test` is the test split's (paths, labels); `timing_batches`, model inputs to time inference on.
     """
     test_paths, y_test = test
-    y_pred = np.argmax(head.predict(FeatureBatches("test", batch_size=256), verbose=0), axis=1)
+    probabilities = head.predict(FeatureBatches("test", batch_size=256), verbose=0)
+    y_pred = np.argmax(probabilities, axis=1)
     report = classification_report(
         y_test, y_pred, labels=range(len(classes)), target_names=classes, output_dict=True, zero_division=0
     )
@@ -67,6 +69,8 @@ def evaluate_head(
         "path": test_paths.to_numpy(),
         "actual": np.array(classes)[y_test],
         "predicted": np.array(classes)[y_pred],
+        "probability": probabilities[np.arange(len(y_pred)), y_pred].round(4),  # of the predicted class
+        "true_probability": probabilities[np.arange(len(y_test)), y_test].round(4),  # the loss is -log of it
     })
     write_text(out / "predictions.csv", predictions.to_csv(index=False))
     matrix = pd.DataFrame(confusion_matrix(y_test, y_pred, labels=range(len(classes))), index=classes, columns=classes)
