@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tlpipe.errors import UserError, run_stage
 
-STAGES = ("fetch", "split", "features", "train", "finetune", "report")
+STAGES = ("fetch", "split", "features", "train", "finetune", "robustness", "report")
 USAGE = f"usage: tlpipe {{{','.join(STAGES)}}} [head]"
 
 

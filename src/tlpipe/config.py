@@ -29,6 +29,7 @@ TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
 EVAL_REPORTS_DIR = REPORTS_DIR / "eval"
 FINETUNE_REPORTS_DIR = REPORTS_DIR / "finetune"
 PLOTS_DIR = REPORTS_DIR / "plots"
+ROBUSTNESS_REPORT = REPORTS_DIR / "robustness.json"
 DATA_REPORT = REPORTS_DIR / "data.md"
 DATA_FILES = REPORTS_DIR / "data_files.csv"
 
@@ -168,6 +169,10 @@ class ReportConfig(_Section):
     baseline: str = Field(default="auto", min_length=1)
 
 
+class RobustnessConfig(_Section):
+    shifts: Annotated[int, Field(ge=0, le=4)] = 4
+
+
 class Config(_Section):
     seed: int
     dataset: DatasetConfig
@@ -178,6 +183,7 @@ class Config(_Section):
     augment: AugmentConfig
     finetune: FinetuneConfig
     report: ReportConfig = ReportConfig()
+    robustness: RobustnessConfig = RobustnessConfig()
 
     @model_validator(mode="after")
     def _finetune_augmentation_needs_layers(self):

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlpipe.config import RAW_DIR, EVAL_REPORTS_DIR, FINETUNE_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
+from tlpipe.config import RAW_DIR, ROBUSTNESS_REPORT, EVAL_REPORTS_DIR, FINETUNE_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import write_json, write_text
 from tlpipe.reporting.baseline import committed_metrics, resolve_revision
 from tlpipe.reporting.comparison import comparison_markdown, verdict
 from tlpipe.reporting.mistakes import mistakes_markdown, plot_disagreements, plot_top_losses
+from tlpipe.reporting.robustness import robustness_markdown
 from tlpipe.reporting.plots import plot_confusion_matrix, plot_params_vs_accuracy, plot_training_curves
 
 PLOTTED = ("head_params", "total_params", "accuracy", "macro_f1")
@@ -46,7 +47,8 @@ def main() -> None:
         plot_top_losses(predictions[head], RAW_DIR, head, PLOTS_DIR / f"top_losses_{head}.png")
     plot_disagreements(predictions, RAW_DIR, PLOTS_DIR / "disagreements.png")
     comparison = comparison_markdown(config, features, metrics, revision, baseline, finetuned)
-    write_text(REPORTS_DIR / "comparison.md", "\n".join([comparison, *mistakes_markdown(predictions)]))
+    sections = [*robustness_markdown(_read_json(ROBUSTNESS_REPORT)), *mistakes_markdown(predictions)]
+    write_text(REPORTS_DIR / "comparison.md", "\n".join([comparison, *sections]))
     print(f"report: {verdict(metrics)}")
     print(f"report: baseline {revision}: " + (f"commit {baseline[0]}" if baseline else "none (no committed reports/metrics.json)"))
 
