@@ -92,3 +92,15 @@ bench: install
 		$(if $(WEIGHTS),--weights '$(WEIGHTS)') $(if $(OUTPUT_LAYER),--output-layer '$(OUTPUT_LAYER)') \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(COMPARE),--compare '$(COMPARE)') \
 		$(if $(filter 1,$(SKIP_USUAL)),--skip-usual)
+
+# Parameter sweeps as DVC experiments (tlpipe.sweep): one queued experiment per value, the queue
+# run, the results read back through `dvc exp show --json` into reports/sweep.md and
+# reports/sweep-data.md with their PNGs in reports/plots/.
+SIZES ?= 48 64 96 128
+FRACTIONS ?= 0.1 0.25 0.5 1
+.PHONY: sweep sweep-data
+sweep: install
+	tlpipe sweep --param trunk.image_size $(SIZES)
+
+sweep-data: install
+	tlpipe sweep --param train.fraction $(FRACTIONS)

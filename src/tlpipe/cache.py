@@ -74,6 +74,12 @@ def load_split(split: str, directory: Path = FEATURES_DIR) -> tuple[np.ndarray, 
     return np.load(features_path(directory, split), mmap_mode="r"), np.load(directory / f"{split}_y.npy")
 
 
+def training_rows(images: np.ndarray, count: int, views: int) -> np.ndarray:
+    """The cache rows of training images `images` (indices among `count`): each image's clean row i
+    and its augmented views' rows n + i, ..., views * n + i (the features stage's layout)."""
+    return np.concatenate([images + view * count for view in range(1 + views)])
+
+
 class FeatureBatches(keras.utils.PyDataset):
     """A split's cached features and labels, in batches read from disk one at a time.
 
@@ -83,12 +89,14 @@ class FeatureBatches(keras.utils.PyDataset):
     same way on every run.
     """
 
-    def __init__(self, split: str, batch_size: int, shuffle_seed: int | None = None, directory: Path = FEATURES_DIR):
+    def __init__(self, split: str, batch_size: int, shuffle_seed: int | None = None, directory: Path = FEATURES_DIR,
+                 rows: np.ndarray | None = None):
         super().__init__()
         self.features_path = features_path(directory, split)
-        self.labels = np.load(directory / f"{split}_y.npy")
+        self.row_labels = np.load(directory / f"{split}_y.npy")  # of every cached row
+        self.order = np.arange(len(self.row_labels)) if rows is None else np.asarray(rows)  # `rows`: a subset
+        self.labels = self.row_labels[self.order]
         self.batch_size = batch_size
-        self.order = np.arange(len(self.labels))
         self.rng = None if shuffle_seed is None else np.random.default_rng(shuffle_seed)
         self.on_epoch_end()
 
@@ -99,7 +107,7 @@ class FeatureBatches(keras.utils.PyDataset):
         # Sorted, the rows of a batch are read front to back; their order within a batch does not matter.
         rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
         features = np.load(self.features_path, mmap_mode="r")
-        return features[rows], self.labels[rows]
+        return features[rows], self.row_labels[rows]
 
     def on_epoch_end(self) -> None:
         if self.rng is not None:

@@ -29,6 +29,7 @@ TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
 EVAL_REPORTS_DIR = REPORTS_DIR / "eval"
 FINETUNE_REPORTS_DIR = REPORTS_DIR / "finetune"
 PLOTS_DIR = REPORTS_DIR / "plots"
+ROBUSTNESS_REPORT = REPORTS_DIR / "robustness.json"
 DATA_REPORT = REPORTS_DIR / "data.md"
 DATA_FILES = REPORTS_DIR / "data_files.csv"
 
@@ -112,6 +113,7 @@ class TrainConfig(_Section):
     jit_compile: bool = False
     repeats: Annotated[int, Field(ge=1, le=20)] = 1
     calibrate: bool = False
+    fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
 
 
 # Layer arguments that follow from the pipeline, not from params.yaml: the layers see
@@ -170,6 +172,10 @@ class ReportConfig(_Section):
     baseline: str = Field(default="auto", min_length=1)
 
 
+class RobustnessConfig(_Section):
+    shifts: Annotated[int, Field(ge=0, le=4)] = 4
+
+
 class Config(_Section):
     seed: int
     dataset: DatasetConfig
@@ -180,6 +186,7 @@ class Config(_Section):
     augment: AugmentConfig
     finetune: FinetuneConfig
     report: ReportConfig = ReportConfig()
+    robustness: RobustnessConfig = RobustnessConfig()
 
     @model_validator(mode="after")
     def _finetune_augmentation_needs_layers(self):

@@ -10,7 +10,8 @@ included, over real test images.
 reports/eval/<head>/
   metrics.json           accuracy, macro-F1, per-class scores, calibration (and temperature
                          scaling with train.calibrate), parameters, size, img/s
-  predictions.csv        path, actual, predicted (DVC's confusion plot reads it)
+  predictions.csv        path, actual, predicted (DVC's confusion plot reads them), probability (of the
+                         prediction), true_probability (of the actual class)
   confusion_matrix.csv   counts, actual classes as rows
 """
 
@@ -76,6 +77,8 @@ def evaluate_head(
         "path": test_paths.to_numpy(),
         "actual": np.array(classes)[y_test],
         "predicted": np.array(classes)[y_pred],
+        "probability": probabilities[np.arange(len(y_pred)), y_pred].round(4),  # of the predicted class
+        "true_probability": probabilities[np.arange(len(y_test)), y_test].round(4),  # the loss is -log of it
     })
     write_text(out / "predictions.csv", predictions.to_csv(index=False))
     matrix = pd.DataFrame(confusion_matrix(y_test, y_pred, labels=range(len(classes))), index=classes, columns=classes)

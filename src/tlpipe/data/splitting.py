@@ -16,6 +16,7 @@ import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from tlpipe.config import DATA_REPORT, RAW_DIR, SplitConfig
@@ -128,6 +129,16 @@ def assign_splits(images: pd.DataFrame, fractions: SplitConfig, seed: int) -> pd
     split[position < fractions.test + fractions.val] = "val"
     split[position < fractions.test] = "test"
     return images.assign(split=split)[["path", "label", "split", "sha256"]]
+
+
+def nested_subset(images: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of a stratified `fraction` of `images` (columns label, sha256): per class, the
+    ceil(fraction * n) images first in the order of their content hash. The order does not depend on
+    the fraction, so a smaller subset lies inside a larger one, and the same images give the same subset."""
+    position = images["sha256"].map(lambda sha: _unit_interval(f"{seed}:subset:{sha}"))
+    rank = position.groupby(images["label"]).rank(method="first")
+    size = images.groupby("label")["label"].transform("size")
+    return (rank <= np.ceil(fraction * size)).to_numpy()
 
 
 def _unit_interval(key: str) -> float:

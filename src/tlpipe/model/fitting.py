@@ -18,10 +18,16 @@ class FitResult:
     epochs_run: int
     best_val_loss: float
     best_val_accuracy: float
+    best_train_accuracy: float  # over the epoch's batches, dropout on, as Keras reports it
     seconds: float
 
+    @property
+    def overfitting_gap(self) -> float:
+        """Train minus validation accuracy at the best epoch."""
+        return self.best_train_accuracy - self.best_val_accuracy
+
     def summary(self) -> dict:
-        return {**asdict(self), "seconds": round(self.seconds, 2)}
+        return {**asdict(self), "overfitting_gap": self.overfitting_gap, "seconds": round(self.seconds, 2)}
 
 
 def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool = False) -> None:
@@ -69,6 +75,7 @@ def fit_classifier(
         epochs_run=len(val_loss),
         best_val_loss=float(val_loss[best]),
         best_val_accuracy=float(history.history["val_accuracy"][best]),
+        best_train_accuracy=float(history.history["accuracy"][best]),
         seconds=seconds,
     )
 

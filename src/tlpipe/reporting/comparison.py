@@ -53,6 +53,8 @@ TABLES = {
     "Size": [
         ("trunk parameters (frozen)", lambda head: f"{head['trunk_params']:,}"),
         ("head parameters (trained)", lambda head: f"{head['head_params']:,}"),
+        ("overfitting gap: train − val accuracy at the best epoch (epochs to it)",
+         lambda head: f"{head['overfitting_gap'] * 100:+.1f} pts ({head['best_epoch']})"),
         ("total parameters", lambda head: f"{head['total_params']:,}"),
         ("model file", lambda head: f"{head['model_bytes'] / 2**20:.1f} MiB"),
     ],

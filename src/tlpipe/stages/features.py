@@ -77,6 +77,8 @@ def main() -> None:
             },
             "classes": classes,
             "feature_shape": list(feature_shape),
+            # the same as numbers: `dvc exp show` keeps numbers of a metrics file, not lists (the sweeps)
+            "feature_map": dict(zip(("height", "width", "channels"), map(int, feature_shape))),
             "split_sizes": {split: int((manifest["split"] == split).sum()) for split in SPLITS},
             "images": len(manifest),
             "augment_views": views,

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlpipe.config import EVAL_REPORTS_DIR, FINETUNE_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
+from tlpipe.config import RAW_DIR, ROBUSTNESS_REPORT, EVAL_REPORTS_DIR, FINETUNE_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import write_json, write_text
 from tlpipe.reporting.baseline import committed_metrics, resolve_revision
 from tlpipe.reporting.comparison import comparison_markdown, verdict
+from tlpipe.reporting.mistakes import mistakes_markdown, plot_disagreements, plot_top_losses
 from tlpipe.reporting.plots import plot_confusion_matrix, plot_params_vs_accuracy, plot_reliability, plot_training_curves
+from tlpipe.reporting.robustness import robustness_markdown
 from tlpipe.stats import mcnemar_p, paired_difference, repeat_summary
 
 PLOTTED = ("head_params", "total_params", "accuracy", "macro_f1")
@@ -32,7 +34,8 @@ def main() -> None:
     config = load_config()
     features = _read_json(REPORTS_DIR / "features.json")
     metrics = {head: head_metrics(head) for head in HEAD_NAMES}
-    paired = paired_comparison()
+    predictions = {head: pd.read_csv(EVAL_REPORTS_DIR / head / "predictions.csv") for head in HEAD_NAMES}
+    paired = paired_comparison(predictions)
     revision = resolve_revision(config.report.baseline)
     baseline = committed_metrics(revision)
     quality = {head: {key: value for key, value in figures.items() if key not in COST_KEYS} for head, figures in metrics.items()}
@@ -47,7 +50,12 @@ def main() -> None:
     plot_params_vs_accuracy(metrics, PLOTS_DIR / "params_vs_accuracy.png")
     plot_reliability(metrics, PLOTS_DIR / "reliability.png")
     finetuned = {head: _read_json(FINETUNE_REPORTS_DIR / head / "metrics.json") for head in HEAD_NAMES}
-    write_text(REPORTS_DIR / "comparison.md", comparison_markdown(config, features, metrics, paired, revision, baseline, finetuned))
+    for head in HEAD_NAMES:
+        plot_top_losses(predictions[head], RAW_DIR, head, PLOTS_DIR / f"top_losses_{head}.png")
+    plot_disagreements(predictions, RAW_DIR, PLOTS_DIR / "disagreements.png")
+    comparison = comparison_markdown(config, features, metrics, paired, revision, baseline, finetuned)
+    sections = [*robustness_markdown(_read_json(ROBUSTNESS_REPORT)), *mistakes_markdown(predictions)]
+    write_text(REPORTS_DIR / "comparison.md", "\n".join([comparison, *sections]))
     print(f"report: {verdict(metrics, paired)}")
     print(f"report: baseline {revision}: " + (f"commit {baseline[0]}" if baseline else "none (no committed reports/metrics.json)"))
 
@@ -70,6 +78,7 @@ def head_metrics(head: str) -> dict:
         "macro_f1": round(evaluation["macro_f1"], 4),
         "best_val_accuracy": round(training["best_val_accuracy"], 4),
         "best_epoch": training["best_epoch"],
+        "overfitting_gap": round(training["overfitting_gap"], 4),
         "epochs_run": training["epochs_run"],
         "train_seconds": training["train_seconds"],
         "trunk_params": evaluation["trunk_params"],
@@ -89,9 +98,9 @@ def head_metrics(head: str) -> dict:
     }
 
 
-def paired_comparison() -> dict:
+def paired_comparison(predictions: dict[str, pd.DataFrame]) -> dict:
     """Flatten vs GAP on the same test images: McNemar's exact p and the paired bootstrap interval of the accuracy difference."""
-    flatten, gap = (pd.read_csv(EVAL_REPORTS_DIR / head / "predictions.csv", index_col="path") for head in HEAD_NAMES)
+    flatten, gap = (predictions[head].set_index("path") for head in HEAD_NAMES)
     gap = gap.loc[flatten.index]  # pair each image's two predictions
     correct_flatten = (flatten["actual"] == flatten["predicted"]).to_numpy()
     correct_gap = (gap["actual"] == gap["predicted"]).to_numpy()

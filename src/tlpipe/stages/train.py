@@ -20,10 +20,11 @@ from dvclive.utils import standardize_metric_name
 from scmrepo.exceptions import SCMError
 
 from tlpipe import runtime
-from tlpipe.cache import FeatureBatches, load_meta, load_trunk
+from tlpipe.cache import FeatureBatches, load_meta, load_trunk, training_rows
 from tlpipe.config import MODELS_DIR, RAW_DIR, TRAIN_REPORTS_DIR, head_from_argv, load_config
 from tlpipe.data.inputs import image_batches
 from tlpipe.data.manifest import read_manifest, split_rows
+from tlpipe.data.splitting import nested_subset
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import save_atomically
 from tlpipe.metrics import THROUGHPUT_IMAGES, classification_metrics, evaluate_head
@@ -41,7 +42,16 @@ def _live(head_name: str) -> Live:
         raise UserError(f"DVCLive: {error}: commit once (git commit) before training") from None
 
 
-def train_runs(head_name: str, config, meta: dict) -> tuple[keras.Model, list[dict], int, dict]:
+def _training_subset(manifest, config, meta):
+    """The cache rows of train.fraction of the training images (all rows at 1.0)."""
+    if config.train.fraction == 1:
+        return None
+    train = manifest[manifest["split"] == "train"]
+    images = np.flatnonzero(nested_subset(train, config.train.fraction, config.seed))
+    return training_rows(images, len(train), meta["augment_views"])
+
+
+def train_runs(head_name: str, config, meta: dict, rows: np.ndarray | None) -> tuple[keras.Model, list[dict], int, dict]:
     """Train the head train.repeats times, with seeds seed, seed+1, ... (initialisation, shuffling,
     dropout), and keep the run with the median validation loss: never a choice made on test.
 
@@ -55,7 +65,7 @@ def train_runs(head_name: str, config, meta: dict) -> tuple[keras.Model, list[di
     for run in range(config.train.repeats):
         seed = config.seed + run
         keras.utils.set_random_seed(seed)
-        train_batches = FeatureBatches("train", head_config.batch_size, shuffle_seed=seed)
+        train_batches = FeatureBatches("train", head_config.batch_size, shuffle_seed=seed, rows=rows)
         head = build_head(head_name, tuple(meta["feature_shape"]), len(meta["classes"]), head_config)
         fit = fit_classifier(
             head, train_batches, val_batches,
@@ -66,7 +76,7 @@ def train_runs(head_name: str, config, meta: dict) -> tuple[keras.Model, list[di
         )
         predicted = np.argmax(head.predict(test_batches, verbose=0), axis=1)
         test = classification_metrics(test_batches.labels, predicted, len(meta["classes"]))
-        runs.append({"seed": seed, **fit.summary(), "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"]})
+        runs.append({"seed": seed, **fit.summary(), "train_rows": len(train_batches.labels), "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"]})
         weights.append(head.get_weights())
         histories.append(head.history.history)  # set by model.fit: the kept run's curves go to DVCLive
         print(f"train@{head_name}: run {run + 1}/{config.train.repeats} (seed {seed}): val loss {fit.best_val_loss:.4f}, "
@@ -89,8 +99,10 @@ def main() -> None:
     config = load_config()
     device = runtime.setup(config.seed)
     meta = load_meta()
+    manifest = read_manifest()
+    rows = _training_subset(manifest, config, meta)
     print(f"train@{head_name}: {config.train.repeats} run(s) on {device}")
-    head, runs, kept, history = train_runs(head_name, config, meta)
+    head, runs, kept, history = train_runs(head_name, config, meta, rows)
     fit = runs[kept]
     live = _live(head_name)
     _log_curves(live, history)
@@ -98,6 +110,9 @@ def main() -> None:
         "best_epoch": fit["best_epoch"],
         "best_val_loss": fit["best_val_loss"],
         "best_val_accuracy": fit["best_val_accuracy"],
+        "best_train_accuracy": fit["best_train_accuracy"],
+        "overfitting_gap": fit["overfitting_gap"],
+        "train_rows": fit["train_rows"],
         "epochs_run": fit["epochs_run"],
         "train_seconds": round(sum(run["seconds"] for run in runs), 2),
         "device": device,
@@ -112,7 +127,6 @@ def main() -> None:
     print(f"train@{head_name}: kept run {kept + 1} (seed {fit['seed']}, median val loss), best epoch "
           f"{fit['best_epoch']}/{fit['epochs_run']}, val accuracy {fit['best_val_accuracy']:.3f} -> {model_path}")
 
-    manifest = read_manifest()
     classes = meta["classes"]
     test_paths, test_labels = split_rows(manifest, "test", classes)
     timing_batches = list(image_batches(
