@@ -177,6 +177,7 @@ def comparison_markdown(config: Config, features: dict, metrics: dict, paired: d
         f"{trunk.image_size}×{trunk.image_size} px → feature map {shape} |",
         f"| trunk pass (once, shared by both heads) | {features['trunk_images']:,} images in {features['seconds']:.1f} s "
         f"({features['images_per_second']:.1f} img/s) on {features['device']} |",
+        f"| trunk precision | {_precision(features)} |",
         f"| augmentation | {_augmentation(config, features)} |",
         "",
         "## Change against the baseline",
@@ -206,3 +207,12 @@ def comparison_markdown(config: Config, features: dict, metrics: dict, paired: d
         "",
     ]
     return "\n".join(lines)
+
+
+def _precision(features: dict) -> str:
+    """The trunk's dtype policy; with `auto`, the trial timings it was chosen by: a change of machine can change it."""
+    chosen = f"`{features['precision']}`"
+    if features["precision_setting"] != "auto":
+        return chosen
+    trials = ", ".join(f"{policy} {seconds * 1000:.0f} ms" for policy, seconds in features["precision_trials"].items())
+    return f"{chosen}, chosen by `trunk.precision: auto` (one batch: {trials})"
