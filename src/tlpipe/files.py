@@ -23,6 +23,7 @@ def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8") as file:
         file.write(text)
+    os.chmod(file.name, 0o644)  # temporary files are created private; a report is for every reader
     os.replace(file.name, path)
 
 
