@@ -35,6 +35,10 @@ class SweepResult:
     def head(self, head: str) -> dict:
         return self.metrics.get(f"reports/eval/{head}/metrics.json", {})
 
+    def head_summary(self, head: str) -> dict:
+        """The report's figures for the head, the spread over train.repeats runs included."""
+        return self.metrics.get("reports/metrics.json", {}).get(head, {})
+
     def head_training(self, head: str) -> dict:
         return self.metrics.get(f"reports/train/{head}/metrics.json", {})
 

@@ -35,7 +35,7 @@ def sweep_markdown(results: list, param: str, png_name: str) -> str:
              f"{sum(r.succeeded for r in results)} of {len(results)} experiments succeeded; "
              "read back through `dvc exp show --json`.", "",
              f"| {param} | experiment | state | feature map | "
-             + " | ".join(f"{head} params | {head} test acc. | {head} train−val acc. | {head} best epoch"
+             + " | ".join(f"{head} params | {head} test acc. (runs: mean, 95% CI) | {head} train−val acc. | {head} best epoch"
                           for head in HEAD_NAMES)
              + " | trunk s | trunk img/s |",
              "|---" * (4 + 4 * len(HEAD_NAMES) + 2) + "|"]
@@ -48,7 +48,7 @@ def sweep_markdown(results: list, param: str, png_name: str) -> str:
         for head in HEAD_NAMES:
             evaluation, training = result.head(head), result.head_training(head)
             gap = training.get("overfitting_gap")
-            cells += [f"{evaluation['head_params']:,}", f"{evaluation['accuracy']:.3f}",
+            cells += [f"{evaluation['head_params']:,}", _accuracy(evaluation, result.head_summary(head)),
                       "" if gap is None else f"{gap:+.3f}", str(training.get("best_epoch", ""))]
         cells += [f"{result.features['seconds']:.1f}", f"{result.features['images_per_second']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -62,6 +62,14 @@ def sweep_markdown(results: list, param: str, png_name: str) -> str:
     return "\n".join(lines)
 
 
+def _accuracy(evaluation: dict, summary: dict) -> str:
+    """The saved run's test accuracy and, with train.repeats > 1, the runs' mean and 95% interval."""
+    if summary.get("accuracy_std") is None:  # one run: no spread
+        return f"{evaluation['accuracy']:.3f}"
+    return (f"{evaluation['accuracy']:.3f} (runs {summary['accuracy_mean']:.3f}, "
+            f"{summary['accuracy_low']:.3f}–{summary['accuracy_high']:.3f})")
+
+
 def sweep_figure(results: list, param: str, path: Path) -> None:
     done = [result for result in results if result.succeeded]
     figure, (params_axis, accuracy_axis, trunk_axis) = plt.subplots(1, 3, figsize=(14, 4))
@@ -70,11 +78,17 @@ def sweep_figure(results: list, param: str, path: Path) -> None:
         x = [result.head_training(HEAD_NAMES[0])["train_rows"] for result in done]
     for head in HEAD_NAMES:
         params_axis.plot(x, [result.head(head)["head_params"] for result in done], "o-", label=head)
-        accuracy_axis.plot(x, [result.head(head)["accuracy"] for result in done], "o-", label=head)
+        accuracy_axis.plot(x, [result.head(head)["accuracy"] for result in done], "o-", label=f"{head} (saved run)")
+        spread = [result.head_summary(head) for result in done]
+        if all(summary.get("accuracy_std") is not None for summary in spread):  # train.repeats > 1: the runs' 95% interval
+            means = [summary["accuracy_mean"] for summary in spread]
+            accuracy_axis.errorbar(x, means, fmt="none", capsize=4, color=accuracy_axis.lines[-1].get_color(),
+                                   yerr=[[mean - summary["accuracy_low"] for mean, summary in zip(means, spread)],
+                                         [summary["accuracy_high"] - mean for mean, summary in zip(means, spread)]])
     trunk_axis.plot(x, [result.features["seconds"] for result in done], "o-", color="gray")
     xlabel = "training images" if param == "train.fraction" else param
     params_axis.set(yscale="log", xlabel=xlabel, ylabel="head parameters")
-    accuracy_axis.set(xlabel=xlabel, ylabel="test accuracy")
+    accuracy_axis.set(xlabel=xlabel, ylabel="test accuracy (bars: 95% CI over the runs)")
     trunk_axis.set(xlabel=xlabel, ylabel="trunk pass (s)")
     for axis in (params_axis, accuracy_axis):
         axis.legend()
