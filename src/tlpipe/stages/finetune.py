@@ -14,7 +14,7 @@ models/<head>-finetuned.keras: DVC needs every declared output, an identical cop
 takes no room in the DVC cache, and <head>-finetuned.keras is then always the
 head's final model.
 
-models/<head>-finetuned.keras          the full model, preprocessed images -> class probabilities
+models/<head>-finetuned.keras          the full model, RGB images (0-255) -> class probabilities
 reports/finetune/<head>/metrics.json   {"enabled": false} when off; else test accuracy and
                                        macro-F1 (full model on images), trainable parameters in
                                        each phase, epochs, best epoch, wall time
@@ -66,7 +66,7 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
     from tlpipe.data.manifest import class_names, read_manifest, split_rows
     from tlpipe.metrics import classification_metrics
     from tlpipe.model.fitting import fit_classifier, trainable_params
-    from tlpipe.model.trunks import TRUNK_NAME, preprocess_input, unfreeze_top
+    from tlpipe.model.trunks import TRUNK_NAME, unfreeze_top
 
     finetune = config.finetune
     device = runtime.setup(config.seed)
@@ -79,8 +79,7 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
           f"parameters (frozen phase: {frozen_trainable_params:,}), augmentation {'on' if finetune.augment else 'off'}, on {device}")
 
     batches_of = functools.partial(
-        image_batches, root=RAW_DIR, size=config.trunk.image_size,
-        preprocess=preprocess_input(config.trunk.name), batch_size=finetune.batch_size,
+        image_batches, root=RAW_DIR, size=config.trunk.image_size, batch_size=finetune.batch_size,
     )
     augmentation = build_augmentation(config.augment, config.trunk.image_size) if finetune.augment else None
     train_paths, train_labels = split_rows(manifest, "train", classes)
