@@ -154,7 +154,8 @@ def unfreeze_top(trunk: keras.Model, from_layer: int | str, trunk_name: str) -> 
 
     `from_layer` is a layer name, or the number of top layers. The layers below it stay frozen.
     """
-    layers = [layer for layer in trunk.layers if not isinstance(layer, keras.layers.InputLayer)]
+    # The preprocessing layer has no weights and is not counted: finetune.from_layer means what it meant before it.
+    layers = [layer for layer in trunk.layers if not isinstance(layer, keras.layers.InputLayer) and layer.name != PREPROCESSING_NAME]
     first = _first_unfrozen_index([layer.name for layer in layers], from_layer, trunk_name)
     # Keras counts a layer's weights as trainable only if its model is trainable too.
     trunk.trainable = True

@@ -15,6 +15,7 @@ takes no room in the DVC cache, and <head>-finetuned.keras is then always the
 head's final model.
 
 models/<head>-finetuned.keras          the full model, RGB images (0-255) -> class probabilities
+models/<head>-finetuned.labels.txt     its class names (tlpipe.model.saving)
 reports/finetune/<head>/metrics.json   {"enabled": false} when off; else test accuracy and
                                        macro-F1 (full model on images), trainable parameters in
                                        each phase, epochs, best epoch, wall time
@@ -29,6 +30,7 @@ import numpy as np
 
 from tlpipe.config import FINETUNE_REPORTS_DIR, MODELS_DIR, Config, head_from_argv, load_config
 from tlpipe.errors import UserError, run_stage
+from tlpipe.data.labels import labels_path
 from tlpipe.files import save_atomically, write_json
 
 
@@ -42,6 +44,7 @@ def main() -> None:
         raise UserError(f"{frozen_path}: missing; run the train stage first (dvc repro train@{head_name})")
     if not config.finetune.epochs:
         save_atomically(finetuned_path, lambda partial: shutil.copyfile(frozen_path, partial))
+        save_atomically(labels_path(finetuned_path), lambda partial: shutil.copyfile(labels_path(frozen_path), partial))
         write_json(metrics_path, {"enabled": False})
         print(f"finetune@{head_name}: off (finetune.epochs = 0); {finetuned_path} is a copy of {frozen_path}")
         return
@@ -66,6 +69,7 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
     from tlpipe.data.manifest import class_names, read_manifest, split_rows
     from tlpipe.metrics import classification_metrics
     from tlpipe.model.fitting import fit_classifier, trainable_params
+    from tlpipe.model.saving import save_classifier
     from tlpipe.model.trunks import TRUNK_NAME, unfreeze_top
 
     finetune = config.finetune
@@ -96,7 +100,7 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
 
     test_paths, test_labels = split_rows(manifest, "test", classes)
     predicted = np.argmax(model.predict(batches_of(test_paths), verbose=0), axis=1)
-    save_atomically(finetuned_path, model.save)
+    save_classifier(model, finetuned_path, classes)
     return {
         "enabled": True,
         **classification_metrics(test_labels, predicted, len(classes)),
