@@ -5,7 +5,7 @@ memory does not grow with the dataset. Early stopping on validation loss keeps
 the best epoch's weights (tlpipe.model.fitting). The head trains train.repeats
 times with consecutive seeds; every run's figures go to the training summary and
 the run with the median validation loss is kept. That head is then put on the
-cached trunk and saved as models/<head>.keras, a full model from RGB images
+cached trunk (in float32) and saved as models/<head>.keras, a full model from RGB images
 (0-255) to class probabilities, with its class names (tlpipe.model.saving).
 Per-epoch curves and the training summary are logged with DVCLive under
 reports/train/<head>/ (the curves: the kept run's); the test-split evaluation
@@ -29,6 +29,7 @@ from tlpipe.errors import UserError, run_stage
 from tlpipe.metrics import THROUGHPUT_IMAGES, classification_metrics, evaluate_head
 from tlpipe.model.fitting import fit_classifier
 from tlpipe.model.heads import assemble, build_head
+from tlpipe.model.precision import in_float32
 from tlpipe.model.saving import save_classifier
 from tlpipe.predictor import Predictor
 from tlpipe.stats import fit_temperature, median_run
@@ -122,7 +123,7 @@ def main() -> None:
     live.end()  # writes the summary
 
     classes = meta["classes"]
-    model = assemble(load_trunk(), head)
+    model = assemble(in_float32(load_trunk()), head)  # float32 whatever the trunk pass ran in: portable, exportable
     model_path = MODELS_DIR / f"{head_name}.keras"
     save_classifier(model, model_path, classes)
     print(f"train@{head_name}: kept run {kept + 1} (seed {fit['seed']}, median val loss), best epoch "
