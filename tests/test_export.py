@@ -49,3 +49,17 @@ def test_the_saved_model_signature_takes_raw_images(model, tmp_path):
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
     (spec,) = signature.structured_input_signature[1].values()
     assert spec.shape.as_list() == [None, SIZE, SIZE, 3] and spec.dtype == tf.float32
+
+
+def test_the_export_report_has_a_row_per_format_and_says_when_it_is_off():
+    from tlpipe.reporting.export_report import export_markdown
+
+    assert "Off (`export.formats: []`)" in export_markdown({"flatten": {"enabled": False}, "gap": {"enabled": False}})
+    gap = {"enabled": True, "test_images": 300, "device": "CPU (2 cores)",
+           "keras": {"file": "models/gap.keras", "bytes": 3 * 2**20, "latency_ms": 12.5},
+           "formats": {"onnx": {"file": "models/export/gap/model.onnx", "bytes": 2**20, "latency_ms": 4.25,
+                                "top1_agreement": 0.9967, "max_abs_difference": 2.5e-6}}}
+    report = export_markdown({"flatten": {"enabled": False}, "gap": gap})
+    assert "## GAP (`models/gap.keras`), 300 test images, CPU (2 cores)" in report
+    assert "| ONNX (onnxruntime) | `models/export/gap/model.onnx` | 1.0 MiB | 4.25 | 99.67% | 2.5e-06 |" in report
+    assert "Flatten" not in report
