@@ -11,7 +11,6 @@ from tlpipe.cache import load_split
 from tlpipe.config import RAW_DIR, AugmentConfig, load_config
 from tlpipe.data.augment import build_augmentation
 from tlpipe.data.inputs import image_batches
-from tlpipe.model.trunks import preprocess_input
 from tlpipe.stages import features
 from tlpipe.errors import UserError
 
@@ -23,7 +22,7 @@ BATCH_SIZE = 64
 
 def images(paths, augmentation=None) -> np.ndarray:
     """The images as the features stage's input pipeline gives them to the trunk."""
-    return np.concatenate([batch.numpy() for batch in image_batches(paths, RAW_DIR, SIZE, preprocess_input(DEFAULTS.trunk.name), BATCH_SIZE, augmentation=augmentation)])
+    return np.concatenate([batch.numpy() for batch in image_batches(paths, RAW_DIR, SIZE, BATCH_SIZE, augmentation=augmentation)])
 
 
 def augmented_images(paths, seed: int, layers=DEFAULTS.augment.layers) -> np.ndarray:

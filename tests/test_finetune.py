@@ -14,6 +14,7 @@ from tlpipe.stages import finetune
 from tlpipe.config import HeadConfig, TrunkConfig, load_config
 from tlpipe.errors import UserError
 from tlpipe.model.heads import assemble, build_head
+from tlpipe.model.saving import load_classifier, save_classifier
 from tlpipe.model.trunks import TRUNK_NAME, build_trunk, unfreeze_top
 
 SIZE = 32
@@ -33,7 +34,7 @@ def small_vgg16() -> keras.Model:
 def test_from_layer_unfreezes_it_and_the_layers_above(from_layer):
     trunk = small_vgg16()
     assert unfreeze_top(trunk, from_layer, "vgg16") == "block2_conv1"
-    assert [layer.trainable for layer in trunk.layers[1:]] == [False] * 3 + [True] * 3
+    assert [layer.trainable for layer in trunk.layers[2:]] == [False] * 3 + [True] * 3  # after input and preprocessing
     assert {weight.path.split("/")[0] for weight in trunk.trainable_weights} == {"block2_conv1", "block2_conv2"}
 
 
@@ -85,9 +86,11 @@ def test_off_the_stage_copies_the_trained_model(tmp_path, monkeypatch):
     write_params(tmp_path)
     (tmp_path / "models").mkdir()
     (tmp_path / "models/gap.keras").write_bytes(b"the trained model")
+    (tmp_path / "models/gap.labels.txt").write_text("red\ngreen\n")
     monkeypatch.setattr(sys, "argv", ["finetune", "gap"])
     finetune.main()
     assert (tmp_path / "models/gap-finetuned.keras").read_bytes() == b"the trained model"
+    assert (tmp_path / "models/gap-finetuned.labels.txt").read_text() == "red\ngreen\n"
     assert json.loads((tmp_path / "reports/finetune/gap/metrics.json").read_text()) == {"enabled": False}
 
 
@@ -96,6 +99,7 @@ def test_off_the_stage_does_not_import_tensorflow(tmp_path):
     write_params(tmp_path)
     (tmp_path / "models").mkdir()
     (tmp_path / "models/flatten.keras").write_bytes(b"the trained model")
+    (tmp_path / "models/flatten.labels.txt").write_text("red\ngreen\n")
     script = "import sys; from tlpipe.stages import finetune; finetune.main(); print(sorted({'keras', 'tensorflow'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", script, "flatten"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert result.stdout.splitlines()[-1] == "[]"
@@ -122,13 +126,18 @@ def _fine_tune(tmp_path) -> dict:
     trunk = build_trunk(trunk_config)
     model = assemble(trunk, build_head("gap", trunk.output_shape[1:], 3, head_config))
     (tmp_path / "models").mkdir()
-    model.save(tmp_path / "models/gap.keras")
+    save_classifier(model, tmp_path / "models/gap.keras", ["blue", "green", "red"])
     finetune.main()
     return {
         "frozen": keras.models.load_model(tmp_path / "models/gap.keras"),
         "finetuned": keras.models.load_model(tmp_path / "models/gap-finetuned.keras"),
         "metrics": json.loads((tmp_path / "reports/finetune/gap/metrics.json").read_text()),
+        "classes": load_classifier(tmp_path / "models/gap-finetuned.keras")[1],
     }
+
+
+def test_the_finetuned_model_keeps_its_class_names(finetuned):
+    assert finetuned["classes"] == ["blue", "green", "red"]
 
 
 def test_fine_tuning_leaves_the_layers_below_from_layer_and_batchnorm_as_they_were(finetuned):

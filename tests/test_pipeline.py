@@ -15,7 +15,6 @@ from builders import REPO, write_color_archive, write_params
 from tlpipe import testing
 from tlpipe.files import sha256_of
 from tlpipe.data.images import load_rgb
-from tlpipe.model.trunks import preprocess_input
 
 PER_CLASS = 24
 CLASSES = 3
@@ -46,11 +45,12 @@ def project(tmp_path_factory) -> Path:
         "heads.flatten.epochs": 30,
         "heads.gap.epochs": 30,
         "train.patience": 30,  # a random trunk: early stopping would end some runs on the first plateau
+        "export.formats": ["tflite"],  # the quickest export: the stage and reports/export.md end to end
     })
     project = testing.copy_project(REPO, work / "project", params)
     assert stages_run(run(project, "dvc", "repro")) == {
         "fetch", "split", "features", "train@flatten", "train@gap",
-        "finetune@flatten", "finetune@gap", "robustness", "report",
+        "finetune@flatten", "finetune@gap", "robustness", "export@flatten", "export@gap", "report",
     }
     return project
 
@@ -109,11 +109,29 @@ def test_the_saved_model_is_trunk_plus_head_and_agrees_with_the_cache(project):
     cached = np.load(project / "data/features/test_x.npy")
     head = model.get_layer("gap_head")
     test_paths = pd.read_csv(project / "data/split/manifest.csv").query("split == 'test'")["path"]
-    images = np.stack([load_rgb(project / "data/raw" / path, 32) for path in test_paths]).astype("float32")
-    end_to_end = model.predict(preprocess_input("vgg16")(images), verbose=0)
+    images = np.stack([load_rgb(project / "data/raw" / path, 32) for path in test_paths])  # raw uint8 RGB
+    end_to_end = model.predict(images, verbose=0)
     from_cache = head.predict(cached, verbose=0)
     np.testing.assert_allclose(end_to_end.sum(axis=1), 1, rtol=1e-5)
     np.testing.assert_allclose(end_to_end, from_cache, atol=0.02)  # the cache is float16
+
+
+def test_the_exports_agree_with_the_keras_models_and_predict_reads_class_names(project):
+    export = (project / "reports/export.md").read_text()
+    for head in ("flatten", "gap"):
+        assert (project / f"models/{head}.labels.txt").read_text().splitlines() == ["blue", "green", "red"]
+        assert (project / f"models/export/{head}/labels.txt").read_text() == (project / f"models/{head}.labels.txt").read_text()
+        figures = json.loads((project / f"reports/export/{head}.json").read_text())["formats"]["tflite"]
+        assert figures["top1_agreement"] >= 0.995 and figures["max_abs_difference"] < 1e-4
+        assert f"| `models/export/{head}/model.tflite` |" in export
+    test_paths = pd.read_csv(project / "data/split/manifest.csv").query("split == 'test'")["path"]
+    result = run(project, "python", "-m", "tlpipe.cli", "predict", "data/raw", "--out", "build/predictions.csv")
+    assert f"{PER_CLASS * CLASSES} images (0 skipped)" in result.stdout
+    predicted = pd.read_csv(project / "build/predictions.csv").set_index("path")["class_1"]
+    pipeline = pd.read_csv(project / "reports/eval/gap/predictions.csv").set_index("path")["predicted"]
+    # the pipeline's test predictions come from the float16 feature cache
+    agreement = (predicted.loc[[f"data/raw/{path}" for path in test_paths]].to_numpy() == pipeline.loc[test_paths].to_numpy()).mean()
+    assert agreement >= 0.95
 
 
 def test_a_second_repro_does_nothing(project):
@@ -141,7 +159,7 @@ def test_a_second_clone_pulls_from_a_directory_remote_and_reproduces_nothing(pro
 def test_changing_one_head_reruns_only_that_head_and_shows_the_change(project):
     testing.commit(project, "the default run")
     write_params(project, base=project / "params.yaml", **{"heads.gap.dropout": 0.3})
-    assert stages_run(run(project, "dvc", "repro")) == {"train@gap", "finetune@gap", "robustness", "report"}
+    assert stages_run(run(project, "dvc", "repro")) == {"train@gap", "finetune@gap", "robustness", "export@gap", "report"}
 
     params_diff = json.loads(run(project, "dvc", "params", "diff", "--json").stdout)
     assert params_diff["params.yaml"]["heads.gap.dropout"] | {"diff": None} == {"old": 0.2, "new": 0.3, "diff": None}

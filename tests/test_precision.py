@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tlpipe.config import TrunkConfig
-from tlpipe.model.precision import build_with_precision, candidates, choose, dtype_policy
+from tlpipe.model.precision import build_with_precision, candidates, choose, dtype_policy, in_float32
 from tlpipe.model.trunks import build_trunk
 
 
@@ -34,8 +34,7 @@ def test_bfloat16_vgg16_features_agree_with_float32_ones():
     # Measured on HED weights at 64 px: 0.39% mean relative difference. Random weights with
     # a fixed seed keep the test offline; bf16 keeps 8 bits of mantissa (0.4% per rounding).
     config = TrunkConfig(name="vgg16", weights="none", image_size=32, output_layer="block4_pool")
-    images = keras.applications.vgg16.preprocess_input(
-        np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32"))
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     keras.utils.set_random_seed(0)
     reference = build_trunk(config)
     with dtype_policy("mixed_bfloat16"):
@@ -47,3 +46,18 @@ def test_bfloat16_vgg16_features_agree_with_float32_ones():
     difference = np.abs(actual - expected) / scale
     assert difference.mean() < 0.01  # over all features
     assert difference.mean(axis=(1, 2, 3)).max() < 0.02  # the worst image
+
+
+def test_in_float32_gives_the_same_trunk_computing_in_float32():
+    config = TrunkConfig(name="vgg16", weights="none", image_size=32, output_layer="block2_pool")
+    keras.utils.set_random_seed(0)
+    reference = build_trunk(config)
+    with dtype_policy("mixed_bfloat16"):
+        mixed = build_trunk(config)
+    mixed.set_weights(reference.get_weights())
+    converted = in_float32(mixed)
+    assert {layer.dtype_policy.name for layer in converted.layers} == {"float32"}
+    assert [layer.name for layer in converted.layers] == [layer.name for layer in mixed.layers]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(converted.predict_on_batch(images), reference.predict_on_batch(images), rtol=1e-5, atol=1e-5)
+    assert in_float32(reference) is reference

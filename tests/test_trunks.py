@@ -23,6 +23,8 @@ def test_hed_weights_set_all_13_vgg16_conv_layers():
                     stored[group["vars"].attrs["name"]] = group["vars/0"][()], group["vars/1"][()]
     for layer in conv_layers:
         kernel, bias = layer.get_weights()
+        if layer.name == "block1_conv1":  # takes RGB: the stored kernel's BGR input channels, reversed
+            kernel = kernel[:, :, ::-1, :]
         np.testing.assert_array_equal(kernel, stored[layer.name][0])
         np.testing.assert_array_equal(bias, stored[layer.name][1])
 

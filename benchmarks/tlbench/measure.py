@@ -29,7 +29,7 @@ from tlpipe.data.inputs import image_batches
 from tlpipe.data.manifest import SPLITS, class_names, read_manifest, split_rows
 from tlpipe.model.fitting import fit_classifier
 from tlpipe.model.heads import assemble, build_head
-from tlpipe.model.trunks import build_trunk, preprocess_input
+from tlpipe.model.trunks import build_trunk
 
 from .commands import RSS_COMMANDS, timed_run
 
@@ -126,11 +126,8 @@ def pipeline_head(head: str) -> dict:
 
 
 def batches_for(config: Config, batch_size: int) -> functools.partial:
-    """tlpipe.data.inputs.image_batches with the trunk's root, size and preprocessing set, as the stages call it."""
-    return functools.partial(
-        image_batches, root=RAW_DIR, size=config.trunk.image_size,
-        preprocess=preprocess_input(config.trunk.name), batch_size=batch_size,
-    )
+    """tlpipe.data.inputs.image_batches with the trunk's root and size set, as the stages call it."""
+    return functools.partial(image_batches, root=RAW_DIR, size=config.trunk.image_size, batch_size=batch_size)
 
 
 def trunk_pass(trunk: keras.Model, paths: pd.Series, config: Config) -> dict:

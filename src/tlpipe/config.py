@@ -28,6 +28,9 @@ REPORTS_DIR = Path("reports")
 TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
 EVAL_REPORTS_DIR = REPORTS_DIR / "eval"
 FINETUNE_REPORTS_DIR = REPORTS_DIR / "finetune"
+EXPORTS_DIR = MODELS_DIR / "export"
+EXPORT_REPORTS_DIR = REPORTS_DIR / "export"
+EXPORT_REPORT = REPORTS_DIR / "export.md"
 PLOTS_DIR = REPORTS_DIR / "plots"
 ROBUSTNESS_REPORT = REPORTS_DIR / "robustness.json"
 DATA_REPORT = REPORTS_DIR / "data.md"
@@ -176,6 +179,18 @@ class RobustnessConfig(_Section):
     shifts: Annotated[int, Field(ge=0, le=4)] = 4
 
 
+class ExportConfig(_Section):
+    formats: list[Literal["saved_model", "tflite", "onnx"]] = []
+    tflite_float16: bool = False
+
+    @field_validator("formats")
+    @classmethod
+    def _each_once(cls, formats: list[str]) -> list[str]:
+        if len(set(formats)) != len(formats):
+            raise ValueError("lists a format twice; name each once")
+        return formats
+
+
 class Config(_Section):
     seed: int
     dataset: DatasetConfig
@@ -187,6 +202,7 @@ class Config(_Section):
     finetune: FinetuneConfig
     report: ReportConfig = ReportConfig()
     robustness: RobustnessConfig = RobustnessConfig()
+    export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
     def _finetune_augmentation_needs_layers(self):

@@ -5,11 +5,12 @@ a stage of its own would pay TensorFlow's start-up again (about 8 s on 2 CPU
 cores) for a second or two of work. Quality is measured by the head on the
 cached test features (the same numbers the full model gives, without a second
 trunk pass). Inference throughput is measured on the full model, trunk
-included, over real test images.
+included, over real test images, through tlpipe.predictor (what `tlpipe predict`
+runs): the model alone on decoded batches, and files to probabilities.
 
 reports/eval/<head>/
   metrics.json           accuracy, macro-F1, per-class scores, calibration (and temperature
-                         scaling with train.calibrate), parameters, size, img/s
+                         scaling with train.calibrate), parameters, size, img/s (model, predict)
   predictions.csv        path, actual, predicted (DVC's confusion plot reads them), probability (of the
                          prediction), true_probability (of the actual class)
   confusion_matrix.csv   counts, actual classes as rows
@@ -26,6 +27,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from tlpipe.cache import FeatureBatches
 from tlpipe.config import EVAL_REPORTS_DIR
 from tlpipe.files import write_json, write_text
+from tlpipe.predictor import Predictor
 from tlpipe.stats import calibration, scale_temperature
 
 # Enough batches for a stable img/s after the warm-up batch, few enough that evaluating
@@ -35,18 +37,18 @@ THROUGHPUT_IMAGES = 128
 
 def evaluate_head(
     head_name: str,
-    model: keras.Model,
+    predictor: Predictor,
     head: keras.Model,
     model_path: Path,
     test: tuple[pd.Series, np.ndarray],
     classes: list[str],
-    timing_batches: list,
+    timing_paths: list[Path],
     device: str,
     temperature: float | None = None,
 ) -> dict:
-    """Write reports/eval/<head>/ for `model` (trunk + `head`, saved at `model_path`) and return its metrics.
+    """Write reports/eval/<head>/ for the predictor's model (trunk + `head`, saved at `model_path`) and return its metrics.
 
-    `test` is the test split's (paths, labels); `timing_batches`, model inputs to time inference on;
+    `test` is the test split's (paths, labels); `timing_paths`, image files to time inference on;
     `temperature`, one fitted on the validation split, to report the calibration it would give.
     """
     test_paths, y_test = test
@@ -55,14 +57,17 @@ def evaluate_head(
     report = classification_report(
         y_test, y_pred, labels=range(len(classes)), target_names=classes, output_dict=True, zero_division=0
     )
+    model = predictor.model
     trunk_params = model.count_params() - head.count_params()
+    model_rate, predict_rate = inference_throughput(predictor, timing_paths)
     metrics = {
         **classification_metrics(y_test, y_pred, len(classes)),
         "trunk_params": trunk_params,
         "head_params": head.count_params(),
         "total_params": model.count_params(),
         "model_bytes": model_path.stat().st_size,
-        "inference_images_per_second": round(inference_throughput(model, timing_batches), 1),
+        "inference_images_per_second": round(model_rate, 1),
+        "predict_images_per_second": round(predict_rate, 1),
         "inference_device": device,
         "per_class": {name: {key: report[name][key] for key in ("precision", "recall", "f1-score", "support")} for name in classes},
         "calibration": calibration(y_test, probabilities),
@@ -95,11 +100,17 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     }
 
 
-def inference_throughput(model: keras.Model, batches: list) -> float:
-    """Images per second through `model` over `batches`, decoding excluded, after one warm-up batch."""
-    model.compile(jit_compile=False)  # as for the trunk pass: XLA slows the trunk on CPU
-    model.predict_on_batch(batches[0])
+def inference_throughput(predictor: Predictor, paths: list[Path]) -> tuple[float, float]:
+    """Images per second over the files at `paths`, after one warm-up batch: through the model alone
+    (decoded batches), and files to probabilities (`Predictor.predict_files`, decoding included)."""
+    decoded, _ = predictor.load(paths)
+    images = np.stack([image for _, image in decoded])
+    batches = [images[start:start + predictor.batch_size] for start in range(0, len(images), predictor.batch_size)]
+    predictor.probabilities(batches[0])
     start = time.perf_counter()
     for batch in batches:
-        model.predict_on_batch(batch)
-    return sum(len(batch) for batch in batches) / (time.perf_counter() - start)
+        predictor.probabilities(batch)
+    model_rate = len(images) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    predicted = predictor.predict_files(paths, progress=False)
+    return model_rate, len(predicted.paths) / (time.perf_counter() - start)

@@ -1,4 +1,4 @@
-"""The tf.data input of images: decoded in parallel, optionally augmented, batched and preprocessed."""
+"""The tf.data input of images: decoded in parallel, optionally augmented, batched; 0-255, as the models take them."""
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,19 +15,18 @@ def image_batches(
     paths: Sequence[str],
     root: Path,
     size: int,
-    preprocess: Transform,
     batch_size: int,
     labels: np.ndarray | None = None,
     augmentation: Transform | None = None,
     shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
-    """Batches of images root/<path> at size x size, through `preprocess`; (images, labels) when `labels` are given.
+    """Batches of float32 RGB images root/<path> at size x size, 0-255; (images, labels) when `labels` are given.
 
-    Decoding runs in parallel and ahead of the consumer (prefetch). `augmentation`
-    (tlpipe.data.augment) runs on each 0-255 image before `preprocess`, one image
-    after another: its random draws, and so the augmented images, then follow from
-    its seed. `shuffle_seed` shuffles the images anew on each pass over them, the
-    same way on every run (training).
+    The trunk's preprocessing is inside the models (tlpipe.model.trunks). Decoding
+    runs in parallel and ahead of the consumer (prefetch). `augmentation`
+    (tlpipe.data.augment) runs on each image, one after another: its random draws,
+    and so the augmented images, then follow from its seed. `shuffle_seed` shuffles
+    the images anew on each pass over them, the same way on every run (training).
     """
 
     def load(path: bytes) -> np.ndarray:
@@ -46,7 +45,7 @@ def image_batches(
         # images in parallel, in no fixed order (measured: 3% of pixels differ between runs).
         dataset = dataset.map(_on_images(augmentation))
     dataset = dataset.batch(batch_size)
-    dataset = dataset.map(_on_images(lambda images: preprocess(tf.cast(images, tf.float32))))
+    dataset = dataset.map(_on_images(lambda images: tf.cast(images, tf.float32)))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -36,6 +36,6 @@ def head_layer_name(name: str) -> str:
 
 
 def assemble(trunk: keras.Model, head: keras.Model) -> keras.Model:
-    """The inference model: preprocessed images -> trunk (frozen) -> head -> class probabilities."""
+    """The inference model: RGB images (0-255) -> trunk (frozen, preprocessing inside) -> head -> class probabilities."""
     images = keras.Input(trunk.input_shape[1:], name="images")
     return keras.Model(images, head(trunk(images)), name=f"{head.name}_classifier")

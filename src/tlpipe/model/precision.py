@@ -84,3 +84,19 @@ def build_with_precision(build: Callable[[], keras.Model], setting: str, on_gpu:
         trials[policy] = round(seconds_per_batch(models[policy], batch), 4)
     chosen = choose(trials)
     return models[chosen], chosen, trials
+
+
+def in_float32(model: keras.Model) -> keras.Model:
+    """The same model, computing in float32 throughout: what the saved classifier and its exports run.
+
+    A mixed policy is the trunk pass's speed-up on the device that ran it; a model that carries it
+    would run bfloat16 on CPUs without it (slowly) and cannot be exported to TFLite. The variables
+    are float32 under any policy, so the weights carry over exactly.
+    """
+    if all(layer.dtype_policy.name == FLOAT32 for layer in model.layers):
+        return model
+    clone = keras.models.clone_model(
+        model, clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(), "dtype": FLOAT32})
+    )
+    clone.set_weights(model.get_weights())
+    return clone

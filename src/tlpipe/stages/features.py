@@ -27,7 +27,7 @@ from tlpipe.data.manifest import SPLITS, class_names, read_manifest, split_rows
 from tlpipe.errors import run_stage
 from tlpipe.files import replace_dir, temporary_dir_for, write_json
 from tlpipe.model.precision import build_with_precision
-from tlpipe.model.trunks import build_trunk, preprocess_input
+from tlpipe.model.trunks import build_trunk
 
 
 def main() -> None:
@@ -38,8 +38,7 @@ def main() -> None:
     views = config.augment.views
     augmentation = build_augmentation(config.augment, config.trunk.image_size) if views else None
     batches_of = functools.partial(
-        image_batches, root=RAW_DIR, size=config.trunk.image_size,
-        preprocess=preprocess_input(config.trunk.name), batch_size=config.trunk.batch_size,
+        image_batches, root=RAW_DIR, size=config.trunk.image_size, batch_size=config.trunk.batch_size,
     )
     trial_batch = next(iter(batches_of(split_rows(manifest, "train", classes)[0])))
     trunk, precision, trials = build_with_precision(
@@ -73,7 +72,7 @@ def main() -> None:
                 "weights": config.trunk.weights,
                 "output_layer": config.trunk.output_layer or trunk.layers[-1].name,
                 "image_size": config.trunk.image_size,
-                "preprocessing": f"keras.applications.{config.trunk.name}.preprocess_input",
+                "preprocessing": f"inside the trunk: keras.applications.{config.trunk.name}.preprocess_input on RGB 0-255",
             },
             "classes": classes,
             "feature_shape": list(feature_shape),

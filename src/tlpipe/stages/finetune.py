@@ -14,7 +14,8 @@ models/<head>-finetuned.keras: DVC needs every declared output, an identical cop
 takes no room in the DVC cache, and <head>-finetuned.keras is then always the
 head's final model.
 
-models/<head>-finetuned.keras          the full model, preprocessed images -> class probabilities
+models/<head>-finetuned.keras          the full model, RGB images (0-255) -> class probabilities
+models/<head>-finetuned.labels.txt     its class names (tlpipe.model.saving)
 reports/finetune/<head>/metrics.json   {"enabled": false} when off; else test accuracy and
                                        macro-F1 (full model on images), trainable parameters in
                                        each phase, epochs, best epoch, wall time
@@ -29,6 +30,7 @@ import numpy as np
 
 from tlpipe.config import FINETUNE_REPORTS_DIR, MODELS_DIR, Config, head_from_argv, load_config
 from tlpipe.errors import UserError, run_stage
+from tlpipe.data.labels import labels_path
 from tlpipe.files import save_atomically, write_json
 
 
@@ -42,6 +44,7 @@ def main() -> None:
         raise UserError(f"{frozen_path}: missing; run the train stage first (dvc repro train@{head_name})")
     if not config.finetune.epochs:
         save_atomically(finetuned_path, lambda partial: shutil.copyfile(frozen_path, partial))
+        save_atomically(labels_path(finetuned_path), lambda partial: shutil.copyfile(labels_path(frozen_path), partial))
         write_json(metrics_path, {"enabled": False})
         print(f"finetune@{head_name}: off (finetune.epochs = 0); {finetuned_path} is a copy of {frozen_path}")
         return
@@ -66,7 +69,8 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
     from tlpipe.data.manifest import class_names, read_manifest, split_rows
     from tlpipe.metrics import classification_metrics
     from tlpipe.model.fitting import fit_classifier, trainable_params
-    from tlpipe.model.trunks import TRUNK_NAME, preprocess_input, unfreeze_top
+    from tlpipe.model.saving import save_classifier
+    from tlpipe.model.trunks import TRUNK_NAME, unfreeze_top
 
     finetune = config.finetune
     device = runtime.setup(config.seed)
@@ -79,8 +83,7 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
           f"parameters (frozen phase: {frozen_trainable_params:,}), augmentation {'on' if finetune.augment else 'off'}, on {device}")
 
     batches_of = functools.partial(
-        image_batches, root=RAW_DIR, size=config.trunk.image_size,
-        preprocess=preprocess_input(config.trunk.name), batch_size=finetune.batch_size,
+        image_batches, root=RAW_DIR, size=config.trunk.image_size, batch_size=finetune.batch_size,
     )
     augmentation = build_augmentation(config.augment, config.trunk.image_size) if finetune.augment else None
     train_paths, train_labels = split_rows(manifest, "train", classes)
@@ -97,7 +100,7 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
 
     test_paths, test_labels = split_rows(manifest, "test", classes)
     predicted = np.argmax(model.predict(batches_of(test_paths), verbose=0), axis=1)
-    save_atomically(finetuned_path, model.save)
+    save_classifier(model, finetuned_path, classes)
     return {
         "enabled": True,
         **classification_metrics(test_labels, predicted, len(classes)),

@@ -5,6 +5,7 @@ Reads what the features, train and finetune stages wrote under reports/ and writ
   reports/comparison.md    tables and plots, with a one-line verdict at the top
   reports/plots/*.png      training curves, confusion matrices, parameters vs accuracy
   reports/heads.csv        one row per head (parameters, accuracy): DVC's scatter plot
+  reports/export.md        each head's exports against its Keras model (stage export@<head>)
 
 When a baseline exists (report.baseline), comparison.md also shows each metric's
 change against the reports/metrics.json committed at that git revision.
@@ -15,11 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlpipe.config import RAW_DIR, ROBUSTNESS_REPORT, EVAL_REPORTS_DIR, FINETUNE_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
+from tlpipe.config import RAW_DIR, ROBUSTNESS_REPORT, EVAL_REPORTS_DIR, EXPORT_REPORT, EXPORT_REPORTS_DIR, FINETUNE_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import write_json, write_text
 from tlpipe.reporting.baseline import committed_metrics, resolve_revision
 from tlpipe.reporting.comparison import comparison_markdown, verdict
+from tlpipe.reporting.export_report import export_markdown
 from tlpipe.reporting.mistakes import mistakes_markdown, plot_disagreements, plot_top_losses
 from tlpipe.reporting.plots import plot_confusion_matrix, plot_params_vs_accuracy, plot_reliability, plot_training_curves
 from tlpipe.reporting.robustness import robustness_markdown
@@ -27,7 +29,7 @@ from tlpipe.stats import mcnemar_p, paired_difference, repeat_summary
 
 PLOTTED = ("head_params", "total_params", "accuracy", "macro_f1")
 # Timings differ by machine and run: reports/cost.json, apart from quality and size in reports/metrics.json.
-COST_KEYS = ("train_seconds", "inference_images_per_second")
+COST_KEYS = ("train_seconds", "inference_images_per_second", "predict_images_per_second")
 
 
 def main() -> None:
@@ -56,6 +58,7 @@ def main() -> None:
     comparison = comparison_markdown(config, features, metrics, paired, revision, baseline, finetuned)
     sections = [*robustness_markdown(_read_json(ROBUSTNESS_REPORT)), *mistakes_markdown(predictions)]
     write_text(REPORTS_DIR / "comparison.md", "\n".join([comparison, *sections]))
+    write_text(EXPORT_REPORT, export_markdown({head: _read_json(EXPORT_REPORTS_DIR / f"{head}.json") for head in HEAD_NAMES}))
     print(f"report: {verdict(metrics, paired)}")
     print(f"report: baseline {revision}: " + (f"commit {baseline[0]}" if baseline else "none (no committed reports/metrics.json)"))
 
@@ -86,6 +89,7 @@ def head_metrics(head: str) -> dict:
         "total_params": evaluation["total_params"],
         "model_bytes": evaluation["model_bytes"],
         "inference_images_per_second": evaluation["inference_images_per_second"],
+        "predict_images_per_second": evaluation["predict_images_per_second"],
         "test_images": evaluation["test_images"],
         "per_class_f1": {name: round(scores["f1-score"], 4) for name, scores in evaluation["per_class"].items()},
         "runs": accuracy["runs"],

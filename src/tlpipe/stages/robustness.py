@@ -21,7 +21,6 @@ from tlpipe.data.shifts import eighth_shifts, shift_image
 from tlpipe.errors import run_stage
 from tlpipe.files import write_json
 from tlpipe.model.heads import head_layer_name
-from tlpipe.model.trunks import preprocess_input
 
 SHIFT_NAMES = ("right", "left", "down", "up")
 
@@ -36,7 +35,6 @@ def main() -> None:
     size, classes = meta["trunk"]["image_size"], meta["classes"]
     paths, labels = split_rows(read_manifest(), "test", classes)
     images = np.stack([load_rgb(RAW_DIR / path, size) for path in paths])
-    preprocess = preprocess_input(meta["trunk"]["name"])
     trunk = load_trunk()
     heads = {head: keras.models.load_model(MODELS_DIR / f"{head}.keras").get_layer(head_layer_name(head))
              for head in HEAD_NAMES}
@@ -46,7 +44,7 @@ def main() -> None:
     start = time.perf_counter()
     for name, (dx, dy) in shifts.items():
         shifted = np.stack([shift_image(image, dx, dy) for image in images]).astype("float32")
-        features = trunk.predict(preprocess(shifted), batch_size=config.trunk.batch_size, verbose=0)
+        features = trunk.predict(shifted, batch_size=config.trunk.batch_size, verbose=0)
         for head, model in heads.items():
             predicted = np.argmax(model.predict(features, batch_size=256, verbose=0), axis=1)
             accuracy[head][name] = float(np.mean(predicted == labels))

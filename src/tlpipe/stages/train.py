@@ -5,10 +5,11 @@ memory does not grow with the dataset. Early stopping on validation loss keeps
 the best epoch's weights (tlpipe.model.fitting). The head trains train.repeats
 times with consecutive seeds; every run's figures go to the training summary and
 the run with the median validation loss is kept. That head is then put on the
-cached trunk and saved as models/<head>.keras, a full model from preprocessed
-images to class probabilities. Per-epoch curves and the training summary are
-logged with DVCLive under reports/train/<head>/ (the curves: the kept run's); the
-test-split evaluation (tlpipe.metrics), calibration included, goes to reports/eval/<head>/.
+cached trunk (in float32) and saved as models/<head>.keras, a full model from RGB images
+(0-255) to class probabilities, with its class names (tlpipe.model.saving).
+Per-epoch curves and the training summary are logged with DVCLive under
+reports/train/<head>/ (the curves: the kept run's); the test-split evaluation
+(tlpipe.metrics), calibration included, goes to reports/eval/<head>/.
 
 Usage: tlpipe train {flatten,gap}
 """
@@ -22,15 +23,15 @@ from scmrepo.exceptions import SCMError
 from tlpipe import runtime
 from tlpipe.cache import FeatureBatches, load_meta, load_trunk, training_rows
 from tlpipe.config import MODELS_DIR, RAW_DIR, TRAIN_REPORTS_DIR, head_from_argv, load_config
-from tlpipe.data.inputs import image_batches
 from tlpipe.data.manifest import read_manifest, split_rows
 from tlpipe.data.splitting import nested_subset
 from tlpipe.errors import UserError, run_stage
-from tlpipe.files import save_atomically
 from tlpipe.metrics import THROUGHPUT_IMAGES, classification_metrics, evaluate_head
 from tlpipe.model.fitting import fit_classifier
 from tlpipe.model.heads import assemble, build_head
-from tlpipe.model.trunks import preprocess_input
+from tlpipe.model.precision import in_float32
+from tlpipe.model.saving import save_classifier
+from tlpipe.predictor import Predictor
 from tlpipe.stats import fit_temperature, median_run
 
 
@@ -121,25 +122,24 @@ def main() -> None:
     })
     live.end()  # writes the summary
 
-    model = assemble(load_trunk(), head)
+    classes = meta["classes"]
+    model = assemble(in_float32(load_trunk()), head)  # float32 whatever the trunk pass ran in: portable, exportable
     model_path = MODELS_DIR / f"{head_name}.keras"
-    save_atomically(model_path, model.save)
+    save_classifier(model, model_path, classes)
     print(f"train@{head_name}: kept run {kept + 1} (seed {fit['seed']}, median val loss), best epoch "
           f"{fit['best_epoch']}/{fit['epochs_run']}, val accuracy {fit['best_val_accuracy']:.3f} -> {model_path}")
 
-    classes = meta["classes"]
     test_paths, test_labels = split_rows(manifest, "test", classes)
-    timing_batches = list(image_batches(
-        test_paths[:THROUGHPUT_IMAGES], RAW_DIR, meta["trunk"]["image_size"],
-        preprocess_input(meta["trunk"]["name"]), batch_size=config.trunk.batch_size,
-    ))
+    timing_paths = [RAW_DIR / path for path in test_paths[:THROUGHPUT_IMAGES]]
     temperature = None
     if config.train.calibrate:
         val_batches = FeatureBatches("val", batch_size=256)
         temperature = fit_temperature(val_batches.labels, head.predict(val_batches, verbose=0))
-    metrics = evaluate_head(head_name, model, head, model_path, (test_paths, test_labels), classes, timing_batches, device, temperature)
+    predictor = Predictor(model, classes, config.trunk.batch_size)
+    metrics = evaluate_head(head_name, predictor, head, model_path, (test_paths, test_labels), classes, timing_paths, device, temperature)
     print(f"train@{head_name}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
-          f"{metrics['inference_images_per_second']} img/s through the full model on {device}")
+          f"{metrics['inference_images_per_second']} img/s through the full model on {device} "
+          f"({metrics['predict_images_per_second']} img/s files to classes, as tlpipe predict)")
 
 
 if __name__ == "__main__":
