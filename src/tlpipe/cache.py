@@ -20,11 +20,13 @@ import keras
 import numpy as np
 
 from tlpipe.config import FEATURES_DIR
-from tlpipe.errors import UserError
-from tlpipe.files import write_json
+from tlpipe.errors import UserError, summary
+from tlpipe.files import naming, write_json
+from tlpipe.model.loading import load_model_file
 
 TRUNK_FILE = "trunk.keras"
 META_FILE = "meta.json"
+REBUILD = "rebuild the cache: dvc repro -f features"
 
 
 def write_features(trunk: keras.Model, batches: Iterable, path: Path, count: int) -> None:
@@ -37,7 +39,7 @@ def write_features(trunk: keras.Model, batches: Iterable, path: Path, count: int
     shape = (count, *trunk.output_shape[1:])
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False, "shape": shape}
     written = 0
-    with open(path, "wb") as file:
+    with naming(path), open(path, "wb") as file:
         np.lib.format.write_array_header_1_0(file, header)
         for batch in batches:
             output = np.asarray(trunk.predict_on_batch(batch), dtype=np.float16)
@@ -48,7 +50,12 @@ def write_features(trunk: keras.Model, batches: Iterable, path: Path, count: int
 
 
 def write_labels(directory: Path, split: str, labels: np.ndarray) -> None:
-    np.save(directory / f"{split}_y.npy", labels)
+    with naming(labels_path(directory, split)):
+        np.save(labels_path(directory, split), labels)
+
+
+def labels_path(directory: Path, split: str) -> Path:
+    return directory / f"{split}_y.npy"
 
 
 def features_path(directory: Path, split: str) -> Path:
@@ -62,16 +69,32 @@ def write_meta(directory: Path, meta: dict) -> None:
 def load_meta(directory: Path = FEATURES_DIR) -> dict:
     if not (directory / META_FILE).is_file():
         raise UserError(f"{directory}: no feature cache; run the features stage first (dvc repro features)")
-    return json.loads((directory / META_FILE).read_text())
+    try:
+        return json.loads((directory / META_FILE).read_text())
+    except ValueError as error:  # truncated or corrupt JSON, or not UTF-8
+        raise UserError(f"{directory / META_FILE}: corrupt ({summary(error)}); {REBUILD}") from None
+
+
+def save_trunk(trunk: keras.Model, directory: Path) -> None:
+    with naming(directory / TRUNK_FILE):
+        trunk.save(directory / TRUNK_FILE)
 
 
 def load_trunk(directory: Path = FEATURES_DIR) -> keras.Model:
-    return keras.models.load_model(directory / TRUNK_FILE)
+    return load_model_file(directory / TRUNK_FILE, REBUILD)
+
+
+def _load_array(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """A cached .npy file; a missing, truncated or corrupt one is a UserError that says how to rebuild it."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode)
+    except (ValueError, EOFError, FileNotFoundError) as error:  # a truncated map: "mmap length is greater than file size"
+        raise UserError(f"{path}: missing, truncated or corrupt ({summary(error)}); {REBUILD}") from None
 
 
 def load_split(split: str, directory: Path = FEATURES_DIR) -> tuple[np.ndarray, np.ndarray]:
     """A split's cached features (memory-mapped) and labels."""
-    return np.load(features_path(directory, split), mmap_mode="r"), np.load(directory / f"{split}_y.npy")
+    return _load_array(features_path(directory, split), mmap_mode="r"), _load_array(labels_path(directory, split))
 
 
 def training_rows(images: np.ndarray, count: int, views: int) -> np.ndarray:
@@ -93,7 +116,12 @@ class FeatureBatches(keras.utils.PyDataset):
                  rows: np.ndarray | None = None):
         super().__init__()
         self.features_path = features_path(directory, split)
-        self.row_labels = np.load(directory / f"{split}_y.npy")  # of every cached row
+        self.row_labels = _load_array(labels_path(directory, split))  # of every cached row
+        # Checked here, in the caller's thread: in __getitem__, under model.fit, an error would
+        # surface as a TensorFlow traceback rather than one line.
+        rows = len(_load_array(self.features_path, mmap_mode="r"))
+        if rows != len(self.row_labels):
+            raise UserError(f"{self.features_path}: {rows} feature maps for {len(self.row_labels)} labels; {REBUILD}")
         self.order = np.arange(len(self.row_labels)) if rows is None else np.asarray(rows)  # `rows`: a subset
         self.labels = self.row_labels[self.order]
         self.batch_size = batch_size

@@ -1,7 +1,21 @@
 """One-line errors for the user, and the entry point wrapper every stage uses."""
 
+import errno
+import os
 import sys
 from collections.abc import Callable
+
+INTERRUPTED = "interrupted; nothing was written; run dvc repro again"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process ended by Ctrl-C
+
+# What to do about an OSError, by errno; anything else: check the file.
+OS_ERROR_REMEDIES = {
+    errno.ENOSPC: "free space on the file system that holds it",
+    errno.EDQUOT: "free space within your disk quota there",
+    errno.EACCES: "fix its permissions, or those of its folder, for this user",
+    errno.EPERM: "fix its permissions, or those of its folder, for this user",
+    errno.EROFS: "its file system is mounted read-only: work in a writable copy",
+}
 
 
 class UserError(Exception):
@@ -11,10 +25,36 @@ class UserError(Exception):
     """
 
 
+def summary(error: BaseException) -> str:
+    """An exception as a short single line: its type and the start of its message."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:160]}"
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for an OSError: the file, the system's reason, what to do."""
+    where = f"{error.filename}: " if error.filename is not None else ""
+    reason = error.strerror or str(error)
+    remedy = OS_ERROR_REMEDIES.get(error.errno, "check it")
+    return f"{where}{reason}; {remedy}, then run dvc repro again"
+
+
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a UserError becomes one line on stderr and exit status 2."""
+    """Run a stage's main(). A UserError, a Ctrl-C (KeyboardInterrupt) or an OSError (disk full,
+    permissions) becomes one `error:` line on stderr and exit status 2 (130 for Ctrl-C)."""
     try:
         main()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _exit(f"error: {error}", 2)
+    except KeyboardInterrupt:
+        _exit(f"error: {INTERRUPTED}", EXIT_INTERRUPTED)
+    except OSError as error:
+        _exit(f"error: {os_error_line(error)}", 2)
+
+
+def _exit(line: str, status: int) -> None:
+    print(line, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: TensorFlow's and Keras' exit handlers can print tracebacks of their own
+    # (threads stopped midway), burying the one line. Each `with` above has cleaned up by now.
+    os._exit(status)

@@ -1,5 +1,13 @@
-"""Writing outputs so that a failure never leaves a half-written file or folder behind."""
+"""Writing outputs so that a failure never leaves a half-written file or folder behind.
 
+Work in progress goes under a hidden name beside its target, `.<name>.partial-XXXX` (a file or a
+folder; `.<stem>.partial<suffix>` where a writer checks the suffix), renamed into place once
+complete. A killed run (kill -9, a power cut) can leave one behind: the next write of the same
+target removes it. .gitignore hides them from git.
+"""
+
+import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -18,13 +26,50 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _partial_prefix(target: Path) -> str:
+    return f".{target.name}.partial-"
+
+
+def remove_stale_partials(target: Path) -> None:
+    """Remove what an earlier, killed write of `target` left beside it; put back a previous copy
+    that a kill between replace_dir's two renames left aside."""
+    for stale in target.parent.glob(f"{glob.escape(_partial_prefix(target))}*"):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
+    previous = _previous_copy(target)
+    if previous.exists() and not target.exists():
+        previous.rename(target)
+
+
+def _previous_copy(target: Path) -> Path:
+    return target.with_name(f".{target.name}.previous")
+
+
+@contextlib.contextmanager
+def naming(path: Path):
+    """An OSError raised without a file name (a write that found the disk full) names `path`."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+
+
 def write_text(path: Path, text: str) -> None:
     """Write text to a temporary name next to `path`, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8") as file:
-        file.write(text)
-    os.chmod(file.name, 0o644)  # temporary files are created private; a report is for every reader
-    os.replace(file.name, path)
+    remove_stale_partials(path)
+    file = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=_partial_prefix(path), delete=False, encoding="utf-8")
+    try:
+        with naming(path), file:
+            file.write(text)
+        os.chmod(file.name, 0o644)  # temporary files are created private; a report is for every reader
+        os.replace(file.name, path)
+    finally:
+        Path(file.name).unlink(missing_ok=True)  # a failed write's partial file
 
 
 def write_json(path: Path, data) -> None:
@@ -34,12 +79,13 @@ def write_json(path: Path, data) -> None:
 def temporary_dir_for(target: Path) -> tempfile.TemporaryDirectory:
     """A scratch folder beside `target` (same file system, so a rename into place is atomic)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-")
+    remove_stale_partials(target)
+    return tempfile.TemporaryDirectory(dir=target.parent, prefix=_partial_prefix(target))
 
 
 def replace_dir(new: Path, target: Path) -> None:
     """Put folder `new` in place of `target`; until the last rename the previous copy stays whole."""
-    previous = target.with_name(f".{target.name}.previous")
+    previous = _previous_copy(target)
     shutil.rmtree(previous, ignore_errors=True)
     if target.exists():
         target.rename(previous)
@@ -53,7 +99,8 @@ def save_atomically(path: Path, save) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
-        save(partial)
+        with naming(partial):
+            save(partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

@@ -18,8 +18,9 @@ from pathlib import Path
 import keras
 
 from tlpipe.data.labels import labels_path, read_labels, write_labels
-from tlpipe.errors import UserError
+from tlpipe.errors import UserError, summary
 from tlpipe.files import save_atomically
+from tlpipe.model.loading import load_model_file
 from tlpipe.model.trunks import PREPROCESSING_NAME, TRUNK_NAME
 
 METADATA_FILE = "metadata.json"  # inside a .keras archive
@@ -58,20 +59,18 @@ def class_names_of(path: Path) -> list[str] | None:
         return json.loads(archive.read(METADATA_FILE)).get(CLASS_NAMES_KEY)
 
 
-def load_classifier(path: Path, image_size: int | None = None) -> tuple[keras.Model, list[str]]:
+def load_classifier(path: Path, image_size: int | None = None,
+                    remedy: str = "give a models/<head>.keras file") -> tuple[keras.Model, list[str]]:
     """The model at `path` and its class names; with `image_size`, check that the model takes images of that size.
-
-    Loads in Keras' safe mode, without custom objects: what a user's own code would do.
-    """
+    `remedy` says what to do about a file that cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such model; train one first (make run, or dvc repro) or give another with --model")
+    model = load_model_file(path, remedy)
     try:
-        model = keras.models.load_model(path)
         classes = class_names_of(path)
-    except Exception as error:  # Keras raises ValueError, OSError, TypeError... for a file it cannot read
-        raise UserError(f"{path}: not a Keras model tlpipe can load ({type(error).__name__}: "
-                        f"{' '.join(str(error).split())[:160]}); give a models/<head>.keras file") from None
+    except Exception as error:  # zipfile.BadZipFile, KeyError, ValueError...: Keras read it, so rarely
+        raise UserError(f"{path}: no readable metadata ({summary(error)}); {remedy}") from None
     if classes is None and labels_path(path).is_file():
         classes = read_labels(labels_path(path))
     if classes is None:

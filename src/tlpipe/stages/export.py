@@ -53,7 +53,7 @@ def export_and_check(head_name: str, config: Config) -> dict:
 
     device = runtime.setup(config.seed)
     model_path = MODELS_DIR / f"{head_name}.keras"
-    model, classes = load_classifier(model_path, config.trunk.image_size)
+    model, classes = load_classifier(model_path, config.trunk.image_size, remedy=f"run dvc repro -f train@{head_name}")
     predictor = Predictor(model, classes, config.trunk.batch_size)
     paths, _ = split_rows(read_manifest(), "test", classes)
     decoded, _ = predictor.load([RAW_DIR / path for path in paths])

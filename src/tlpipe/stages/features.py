@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tlpipe import runtime
-from tlpipe.cache import TRUNK_FILE, features_path, write_features, write_labels, write_meta
+from tlpipe.cache import features_path, save_trunk, write_features, write_labels, write_meta
 from tlpipe.config import FEATURES_DIR, RAW_DIR, REPORTS_DIR, load_config
 from tlpipe.data.augment import build_augmentation
 from tlpipe.data.inputs import image_batches
@@ -65,7 +65,7 @@ def main() -> None:
             write_features(trunk, batches, features_path(work, split), len(labels))
             trunk_images += len(labels)
         seconds = time.perf_counter() - start
-        trunk.save(work / TRUNK_FILE)
+        save_trunk(trunk, work)
         meta = {
             "trunk": {
                 "name": config.trunk.name,

@@ -60,8 +60,6 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
     # path (the default, run for every head) has no use for.
     import functools
 
-    import keras
-
     from tlpipe import runtime
     from tlpipe.config import RAW_DIR
     from tlpipe.data.augment import build_augmentation
@@ -69,6 +67,7 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
     from tlpipe.data.manifest import class_names, read_manifest, split_rows
     from tlpipe.metrics import classification_metrics
     from tlpipe.model.fitting import fit_classifier, trainable_params
+    from tlpipe.model.loading import load_model_file
     from tlpipe.model.saving import save_classifier
     from tlpipe.model.trunks import TRUNK_NAME, unfreeze_top
 
@@ -76,7 +75,7 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
     device = runtime.setup(config.seed)
     manifest = read_manifest()
     classes = class_names(manifest)
-    model = keras.models.load_model(frozen_path)
+    model = load_model_file(frozen_path, f"run dvc repro -f train@{frozen_path.stem}")
     frozen_trainable_params = trainable_params(model)
     first_unfrozen = unfreeze_top(model.get_layer(TRUNK_NAME), finetune.from_layer, config.trunk.name)
     print(f"finetune: trunk from {first_unfrozen} up and head, {trainable_params(model):,} trainable "

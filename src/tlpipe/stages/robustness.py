@@ -9,7 +9,6 @@ Usage: tlpipe robustness
 
 import time
 
-import keras
 import numpy as np
 
 from tlpipe import runtime
@@ -21,6 +20,7 @@ from tlpipe.data.shifts import eighth_shifts, shift_image
 from tlpipe.errors import run_stage
 from tlpipe.files import write_json
 from tlpipe.model.heads import head_layer_name
+from tlpipe.model.loading import load_model_file
 
 SHIFT_NAMES = ("right", "left", "down", "up")
 
@@ -36,8 +36,8 @@ def main() -> None:
     paths, labels = split_rows(read_manifest(), "test", classes)
     images = np.stack([load_rgb(RAW_DIR / path, size) for path in paths])
     trunk = load_trunk()
-    heads = {head: keras.models.load_model(MODELS_DIR / f"{head}.keras").get_layer(head_layer_name(head))
-             for head in HEAD_NAMES}
+    heads = {head: load_model_file(MODELS_DIR / f"{head}.keras", f"run dvc repro -f train@{head}").get_layer(
+        head_layer_name(head)) for head in HEAD_NAMES}
 
     shifts = {"none": (0, 0), **dict(zip(SHIFT_NAMES, eighth_shifts(size)[:config.robustness.shifts]))}
     accuracy = {head: {} for head in HEAD_NAMES}

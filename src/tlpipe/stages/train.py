@@ -14,6 +14,8 @@ reports/train/<head>/ (the curves: the kept run's); the test-split evaluation
 Usage: tlpipe train {flatten,gap}
 """
 
+from pathlib import Path
+
 import keras
 import numpy as np
 from dvclive import Live
@@ -26,6 +28,7 @@ from tlpipe.config import MODELS_DIR, RAW_DIR, TRAIN_REPORTS_DIR, head_from_argv
 from tlpipe.data.manifest import read_manifest, split_rows
 from tlpipe.data.splitting import nested_subset
 from tlpipe.errors import UserError, run_stage
+from tlpipe.files import replace_dir, temporary_dir_for
 from tlpipe.metrics import THROUGHPUT_IMAGES, classification_metrics, evaluate_head
 from tlpipe.model.fitting import fit_classifier
 from tlpipe.model.heads import assemble, build_head
@@ -35,10 +38,10 @@ from tlpipe.predictor import Predictor
 from tlpipe.stats import fit_temperature, median_run
 
 
-def _live(head_name: str) -> Live:
-    """DVCLive logging to reports/train/<head>/; it never rewrites dvc.yaml (dvcyaml=False)."""
+def _live(directory: Path) -> Live:
+    """DVCLive logging to `directory`; it never rewrites dvc.yaml (dvcyaml=False)."""
     try:
-        return Live(dir=str(TRAIN_REPORTS_DIR / head_name), dvcyaml=False, save_dvc_exp=False, report=None)
+        return Live(dir=str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
     except SCMError as error:  # DVCLive 3.49 fails in a git repo without commits
         raise UserError(f"DVCLive: {error}: commit once (git commit) before training") from None
 
@@ -105,7 +108,18 @@ def main() -> None:
     print(f"train@{head_name}: {config.train.repeats} run(s) on {device}")
     head, runs, kept, history = train_runs(head_name, config, meta, rows)
     fit = runs[kept]
-    live = _live(head_name)
+    # DVCLive empties its folder when it starts: it logs into a scratch folder instead, which
+    # replaces reports/train/<head>/ once the stage has succeeded (a failure leaves the old one).
+    with temporary_dir_for(TRAIN_REPORTS_DIR / head_name) as live_dir:
+        _log_training(Path(live_dir), runs, kept, history, device)
+        _save_and_evaluate(head_name, head, fit, kept, config, manifest, meta, device)
+        replace_dir(Path(live_dir), TRAIN_REPORTS_DIR / head_name)
+
+
+def _log_training(live_dir: Path, runs: list[dict], kept: int, history: dict, device: str) -> None:
+    """The kept run's curves and the training summary, every run's figures included, with DVCLive."""
+    fit = runs[kept]
+    live = _live(live_dir)
     _log_curves(live, history)
     live.summary.update({
         "best_epoch": fit["best_epoch"],
@@ -122,6 +136,9 @@ def main() -> None:
     })
     live.end()  # writes the summary
 
+
+def _save_and_evaluate(head_name: str, head: keras.Model, fit: dict, kept: int, config, manifest, meta: dict, device: str) -> None:
+    """Put the kept head on the cached trunk, save the full model, evaluate it on the test split."""
     classes = meta["classes"]
     model = assemble(in_float32(load_trunk()), head)  # float32 whatever the trunk pass ran in: portable, exportable
     model_path = MODELS_DIR / f"{head_name}.keras"
