@@ -119,9 +119,9 @@ class FeatureBatches(keras.utils.PyDataset):
         self.row_labels = _load_array(labels_path(directory, split))  # of every cached row
         # Checked here, in the caller's thread: in __getitem__, under model.fit, an error would
         # surface as a TensorFlow traceback rather than one line.
-        rows = len(_load_array(self.features_path, mmap_mode="r"))
-        if rows != len(self.row_labels):
-            raise UserError(f"{self.features_path}: {rows} feature maps for {len(self.row_labels)} labels; {REBUILD}")
+        cached = len(_load_array(self.features_path, mmap_mode="r"))
+        if cached != len(self.row_labels):
+            raise UserError(f"{self.features_path}: {cached} feature maps for {len(self.row_labels)} labels; {REBUILD}")
         self.order = np.arange(len(self.row_labels)) if rows is None else np.asarray(rows)  # `rows`: a subset
         self.labels = self.row_labels[self.order]
         self.batch_size = batch_size

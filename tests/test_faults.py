@@ -1,0 +1,214 @@
+"""Faults end in one `error:` line and lose nothing: Ctrl-C, a full disk, a truncated cache, kill -9.
+
+Each case drives the stages as DVC does, `python -m tlpipe.stages.<stage>` in a real subprocess,
+in a tiny project (trunk.weights: none, 32 px), and checks what the user sees (one line, no
+traceback) and what is left on disk (the previous outputs, whole; no work in progress).
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from builders import REPO, write_params, write_split_dataset
+
+STAGE_PARAMS = {
+    "trunk.name": "vgg16", "trunk.weights": "none", "trunk.image_size": 32, "trunk.output_layer": "",
+    "trunk.precision": "float32",
+    # One image per trunk call: the pass lasts long enough (about 100 calls) to be interrupted midway.
+    "trunk.batch_size": 1,
+    "train.repeats": 1, "heads.flatten.epochs": 2,
+}
+# Long enough to be interrupted in the middle of model.fit.
+LONG_TRAINING = {**STAGE_PARAMS, "heads.flatten.epochs": 10_000, "train.patience": 10_000}
+INTERRUPTED = "error: interrupted; nothing was written; run dvc repro again"
+
+
+def stage(project: Path, *arguments: str) -> subprocess.Popen:
+    """`python -m tlpipe.stages.<stage> [head]` in `project`, with this checkout's code, as DVC runs it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", f"tlpipe.stages.{arguments[0]}", *arguments[1:]], cwd=project,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    stdout, stderr = process.communicate(timeout=300)
+    return process.returncode, stdout, stderr
+
+
+def run_stage(project: Path, *arguments: str) -> None:
+    status, stdout, stderr = finish(stage(project, *arguments))
+    assert status == 0, f"{arguments} failed with status {status}:\n{stdout}\n{stderr}"
+
+
+def wait_for(condition, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def partial_features(project: Path) -> list[Path]:
+    """The features stage's work in progress (tlpipe.files): data/.features.partial-XXXX/."""
+    return sorted((project / "data").glob(".features.partial-*"))
+
+
+def wait_for_trunk_pass(project: Path) -> None:
+    """Until the features stage is writing feature maps into its scratch folder."""
+    wait_for(lambda: any((folder / "train_x.npy").is_file() for folder in partial_features(project)),
+             "the features stage to start writing feature maps")
+
+
+def digest(*roots: Path) -> dict[str, str]:
+    """sha256 of every file under `roots` (files or folders), by path."""
+    files = [path for root in roots for path in ([root] if root.is_file() else sorted(root.rglob("*"))) if path.is_file()]
+    return {str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
+def assert_one_error_line(stderr: str, expected_start: str) -> str:
+    """stderr ends in one `error:` line beginning with `expected_start`, with no traceback anywhere."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr
+    assert errors[0].startswith(expected_start), stderr
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A split dataset, its feature cache and a trained flatten head: the previous outputs every fault must leave whole."""
+    project = tmp_path_factory.mktemp("faults")
+    write_split_dataset(project, {"train": 30, "val": 2, "test": 2})
+    write_params(project, **STAGE_PARAMS)
+    run_stage(project, "features")
+    run_stage(project, "train", "flatten")
+    return project
+
+
+def features_outputs(project: Path) -> dict[str, str]:
+    return digest(project / "data/features", project / "reports/features.json")
+
+
+def train_outputs(project: Path) -> dict[str, str]:
+    return digest(project / "reports/train/flatten", project / "reports/eval/flatten", project / "models")
+
+
+def test_ctrl_c_during_the_trunk_pass_is_one_line_and_keeps_the_previous_cache(project):
+    before = features_outputs(project)
+    process = stage(project, "features")
+    wait_for_trunk_pass(project)
+    process.send_signal(signal.SIGINT)
+    status, _, stderr = finish(process)
+    assert status == 130
+    assert assert_one_error_line(stderr, INTERRUPTED) == INTERRUPTED
+    assert features_outputs(project) == before
+    assert partial_features(project) == []
+
+
+def test_ctrl_c_during_training_is_one_line_and_keeps_the_previous_reports_and_model(project):
+    before = train_outputs(project)
+    write_params(project, **LONG_TRAINING)
+    try:
+        process = stage(project, "train", "flatten")
+        wait_for(lambda: "run(s) on" in process.stdout.readline(), "training to start")
+        time.sleep(1)  # into model.fit
+        process.send_signal(signal.SIGINT)
+        status, _, stderr = finish(process)
+    finally:
+        write_params(project, **STAGE_PARAMS)
+    assert status == 130
+    assert assert_one_error_line(stderr, INTERRUPTED) == INTERRUPTED
+    assert train_outputs(project) == before
+    assert list((project / "reports/train").glob(".*")) == []
+
+
+def test_a_truncated_feature_file_is_one_line_naming_it_and_the_training_reports_stay(project):
+    features = project / "data/features/train_x.npy"
+    intact = features.read_bytes()
+    before = train_outputs(project)
+    try:
+        features.write_bytes(intact[:len(intact) // 2])
+        status, _, stderr = finish(stage(project, "train", "flatten"))
+    finally:
+        features.write_bytes(intact)
+    assert status == 2
+    line = assert_one_error_line(stderr, "error: data/features/train_x.npy: missing, truncated or corrupt (ValueError: mmap length")
+    assert line.endswith("rebuild the cache: dvc repro -f features")
+    assert train_outputs(project) == before
+
+
+def test_a_corrupt_model_file_is_one_line_naming_it(project):
+    model = project / "models/flatten.keras"
+    intact = model.read_bytes()
+    write_params(project, **{**STAGE_PARAMS, "robustness.shifts": 1})
+    try:
+        model.write_bytes(intact[:1000])
+        status, _, stderr = finish(stage(project, "robustness"))
+    finally:
+        model.write_bytes(intact)
+        write_params(project, **STAGE_PARAMS)
+    assert status == 2
+    line = assert_one_error_line(stderr, "error: models/flatten.keras: not a Keras model tlpipe can load (")
+    assert line.endswith("run dvc repro -f train@flatten")
+
+
+def unshare_can_mount_tmpfs(directory: Path) -> bool:
+    probe = subprocess.run(["unshare", "--map-root-user", "--mount", "mount", "-t", "tmpfs", "tmpfs", str(directory)],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_cache(project, tmp_path):
+    # data/ on a tmpfs of its own, in a private mount namespace (nothing outside sees it), holding a
+    # copy of data/, then filled up but for 8 KiB: the labels fit, the feature maps do not.
+    if shutil.which("unshare") is None or not unshare_can_mount_tmpfs(tmp_path):
+        pytest.skip("needs unshare and a tmpfs mount in a user namespace (Linux)")
+    shutil.copytree(project / "data", tmp_path / "data")
+    size = sum(path.stat().st_size for path in (tmp_path / "data").rglob("*")) + 4 * 2**20  # the copy, and room to fill
+    script = f"""
+        set -e
+        mount -t tmpfs -o size={size} tmpfs data
+        cp -a {tmp_path}/data/. data/
+        dd if=/dev/zero of=data/filler bs=64k 2>/dev/null || true
+        truncate -s -8K data/filler
+        set +e
+        "{sys.executable}" -m tlpipe.stages.features 2> {tmp_path}/stderr
+        echo $? > {tmp_path}/status
+        ls -a data > {tmp_path}/listing
+        sha256sum data/features/* > {tmp_path}/after
+        cd {tmp_path} && sha256sum data/features/* > {tmp_path}/before
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
+    subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", script], cwd=project, env=env, check=True,
+                   capture_output=True)
+    stderr = (tmp_path / "stderr").read_text()
+    assert (tmp_path / "status").read_text().strip() == "2", stderr
+    line = assert_one_error_line(stderr, "error: data/.features.partial-")
+    assert "/train_x.npy: No space left on device; free space on the file system that holds it" in line
+    assert (tmp_path / "after").read_text() == (tmp_path / "before").read_text()
+    assert not [name for name in (tmp_path / "listing").read_text().split() if ".partial" in name]
+
+
+def test_kill_9_midway_leaves_a_partial_cache_that_git_ignores_and_the_next_run_removes(project):
+    before = features_outputs(project)
+    process = stage(project, "features")
+    wait_for_trunk_pass(project)
+    process.kill()
+    finish(process)
+    assert partial_features(project), "the kill came too late: the stage had finished"
+    assert features_outputs(project) == before
+    shutil.copy(REPO / ".gitignore", project / ".gitignore")
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=project,
+                            capture_output=True, text=True, check=True).stdout
+    assert ".partial" not in status
+
+    run_stage(project, "features")
+    assert partial_features(project) == []
+    assert features_outputs(project).keys() == before.keys()
