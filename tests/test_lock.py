@@ -1,0 +1,66 @@
+"""The committed results match the committed code: every src/ file dvc.lock records has the md5 recorded.
+
+When a stage's code changes and dvc.lock is not regenerated, reports/ describe code that no longer
+exists; this test catches that before a merge. The md5 is DVC's own (dvc_data), with the same
+algorithm dvc.lock names for each entry, so the test agrees with `dvc status`.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from dvc_data.hashfile.hash import file_md5
+
+from builders import REPO
+
+
+def recorded_code_deps(root: Path) -> dict[str, tuple[str, str]]:
+    """{src path: (md5, dvc hash name)} for every src/ dependency root/dvc.lock records for a stage of root/dvc.yaml."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))
+    defined = set(yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
+    deps = {}
+    for name, stage in lock["stages"].items():
+        # Like `dvc status`, skip entries left by stages dvc.yaml no longer defines (train@gap is train's).
+        if name.split("@")[0] not in defined:
+            continue
+        for dep in stage.get("deps", []):
+            if dep["path"].startswith("src/"):
+                # An entry without `hash: md5` was written by DVC 2, which hashed text with CRLF -> LF.
+                deps[dep["path"]] = (dep["md5"], dep.get("hash", "md5-dos2unix"))
+    return deps
+
+
+def stale_code_deps(root: Path) -> list[str]:
+    """The src/ paths whose content under root differs from what root/dvc.lock recorded (or that are gone)."""
+    stale = []
+    for path, (md5, hash_name) in sorted(recorded_code_deps(root).items()):
+        file = root / path
+        if not file.is_file() or file_md5(str(file), name=hash_name) != md5:
+            stale.append(path)
+    return stale
+
+
+def test_dvc_lock_records_code_deps():
+    assert recorded_code_deps(REPO), "dvc.lock records no src/ dependency: is it the pipeline's lock file?"
+
+
+def test_an_edited_or_missing_source_file_is_stale(tmp_path):
+    for name in ("dvc.lock", "dvc.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "src", tmp_path / "src")
+    recorded = sorted(recorded_code_deps(tmp_path))
+    edited, removed = tmp_path / recorded[0], tmp_path / recorded[1]
+    baseline = set(stale_code_deps(tmp_path))
+    edited.write_text(edited.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+    removed.unlink()
+    assert set(stale_code_deps(tmp_path)) - baseline == {recorded[0], recorded[1]}
+
+
+def test_committed_results_match_committed_code():
+    stale = stale_code_deps(REPO)
+    if stale:
+        pytest.fail(
+            f"dvc.lock and reports/ were produced by other code than {len(stale)} file(s) now in src/: "
+            f"{', '.join(stale)}. Run `dvc repro` and commit dvc.lock and reports/."
+        )
