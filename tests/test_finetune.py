@@ -21,7 +21,7 @@ SIZE = 32
 FROM_LAYER = "block_16_expand"  # MobileNetV2: 11 top layers, BatchNormalization ones among them
 METRIC_KEYS = [
     "enabled", "accuracy", "macro_f1", "test_images", "trainable_params", "frozen_trainable_params",
-    "first_unfrozen_layer", "epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy", "train_seconds", "device",
+    "first_unfrozen_layer", "epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy", "train_seconds", "device", "strategy", "replicas",
 ]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tlpipe.config import FEATURES_DIR
 from tlpipe.errors import UserError, summary
@@ -32,7 +33,8 @@ REBUILD = "rebuild the cache: dvc repro -f features"
 def write_features(trunk: keras.Model, batches: Iterable, path: Path, count: int) -> None:
     """Run the trunk over `batches`, appending each batch's float16 features to a .npy file.
 
-    Plain writes rather than a memory map: the pages of a written memory map count
+    Under a tf.distribute strategy with several replicas (`batches` a tf.data.Dataset), each
+    batch is split across them (tlpipe.runtime.strategy). Plain writes rather than a memory map: the pages of a written memory map count
     in the process's resident memory until it is closed, which would make memory
     grow with the dataset.
     """
@@ -41,12 +43,35 @@ def write_features(trunk: keras.Model, batches: Iterable, path: Path, count: int
     written = 0
     with naming(path), open(path, "wb") as file:
         np.lib.format.write_array_header_1_0(file, header)
-        for batch in batches:
-            output = np.asarray(trunk.predict_on_batch(batch), dtype=np.float16)
+        outputs = _replicated_outputs(trunk, batches) if tf.distribute.has_strategy() else map(trunk.predict_on_batch, batches)
+        for output in outputs:
+            output = np.asarray(output, dtype=np.float16)
             file.write(output.tobytes())
             written += len(output)
     if written != count:
         raise RuntimeError(f"{path}: the trunk gave {written} feature maps for {count} images")
+
+
+def _replicated_outputs(trunk: keras.Model, batches: tf.data.Dataset) -> Iterable[np.ndarray]:
+    """The trunk's outputs for each batch, the batch split across the current strategy's replicas, in order.
+
+    A short last batch can leave a replica without images, and TensorFlow's CPU convolution
+    returns a wrongly shaped tensor for an empty batch (Keras's own predict then fails): each
+    batch is padded, by repeating its last image, to a multiple of the replica count, and the
+    padding's outputs are dropped.
+    """
+    strategy = tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+
+    def padded(images):
+        size = tf.shape(images)[0]
+        padding = -size % replicas
+        return tf.concat([images, tf.repeat(images[-1:], padding, axis=0)], 0), tf.range(size + padding) < size
+
+    step = tf.function(lambda images, real: strategy.run(lambda x, keep: (trunk(x, training=False), keep), args=(images, real)))
+    for images, real in strategy.experimental_distribute_dataset(batches.map(padded)):
+        output, keep = (np.concatenate(strategy.experimental_local_results(part)) for part in step(images, real))
+        yield output[keep]
 
 
 def write_labels(directory: Path, split: str, labels: np.ndarray) -> None:

@@ -171,6 +171,17 @@ class FinetuneConfig(_Section):
         raise ValueError("must be the name of the first trunk layer to unfreeze, or a number of top layers (1 or more)")
 
 
+class RuntimeConfig(_Section):
+    devices: Literal["auto", "cpu", "all"] | PositiveInt = "auto"
+
+    @field_validator("devices", mode="plain")  # plain: one error naming the key, not one per union member
+    @classmethod
+    def _setting_or_count(cls, devices):
+        if devices in ("auto", "cpu", "all") or type(devices) is int and devices > 0:
+            return devices
+        raise ValueError("must be auto, cpu, all or a number of devices (1 or more)")
+
+
 class ReportConfig(_Section):
     baseline: str = Field(default="auto", min_length=1)
 
@@ -200,6 +211,7 @@ class Config(_Section):
     heads: HeadsConfig
     augment: AugmentConfig
     finetune: FinetuneConfig
+    runtime: RuntimeConfig = RuntimeConfig()
     report: ReportConfig = ReportConfig()
     robustness: RobustnessConfig = RobustnessConfig()
     export: ExportConfig = ExportConfig()

@@ -32,7 +32,8 @@ from tlpipe.model.trunks import build_trunk
 
 def main() -> None:
     config = load_config()
-    device = runtime.setup(config.seed)
+    device = runtime.setup(config.seed, config.runtime.devices)
+    strategy = runtime.strategy(config.runtime.devices)
     manifest = read_manifest()
     classes = class_names(manifest)
     views = config.augment.views
@@ -41,17 +42,20 @@ def main() -> None:
         image_batches, root=RAW_DIR, size=config.trunk.image_size, batch_size=config.trunk.batch_size,
     )
     trial_batch = next(iter(batches_of(split_rows(manifest, "train", classes)[0])))
-    trunk, precision, trials = build_with_precision(
-        lambda: build_trunk(config.trunk), config.trunk.precision, device.startswith("GPU"), trial_batch,
-    )
+    distribution = runtime.strategy_summary(strategy)
+    with strategy.scope():  # the trunk's variables on every replica; write_features splits each batch across them
+        trunk, precision, trials = build_with_precision(
+            lambda: build_trunk(config.trunk), config.trunk.precision, device.startswith("GPU"), trial_batch,
+        )
     trunk.compile(jit_compile=False)  # XLA slows the trunk pass on CPU (measured: VGG16 2x slower)
     feature_shape = trunk.output_shape[1:]
     print(f"features: trunk precision {precision} (trunk.precision = {config.trunk.precision}"
           + (f"; seconds per batch: {trials}" if trials else "") + ")")
-    print(f"features: {config.trunk.name} ({config.trunk.weights}) on {device}, {len(manifest)} images -> {feature_shape}"
+    print(f"features: {config.trunk.name} ({config.trunk.weights}) on {device}, {distribution['strategy']} with "
+          f"{distribution['replicas']} replica(s), {len(manifest)} images -> {feature_shape}"
           + (f", and {views} augmented views of each training image" if views else ""))
 
-    with temporary_dir_for(FEATURES_DIR) as work:
+    with temporary_dir_for(FEATURES_DIR) as work, strategy.scope():
         work = Path(work)
         trunk_images = 0
         start = time.perf_counter()
@@ -85,6 +89,7 @@ def main() -> None:
             "seconds": round(seconds, 2),
             "images_per_second": round(trunk_images / seconds, 1),
             "device": device,
+            **distribution,  # the tf.distribute strategy of the trunk pass and its replica count (runtime.devices)
             "precision": precision,
             "precision_setting": config.trunk.precision,
             "precision_trials": trials,  # best-of-3 seconds per batch under each candidate (auto only)

@@ -72,14 +72,23 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
     from tlpipe.model.trunks import TRUNK_NAME, unfreeze_top
 
     finetune = config.finetune
-    device = runtime.setup(config.seed)
+    device = runtime.setup(config.seed, config.runtime.devices)
+    # Created first: MultiWorkerMirroredStrategy (TF_CONFIG set) must exist before other TensorFlow ops.
+    strategy = runtime.strategy(config.runtime.devices, multi_worker=True)
+    distribution = runtime.strategy_summary(strategy)
+    if finetune.batch_size % strategy.num_replicas_in_sync:
+        # Keras builds the model from the first batch averaged over the replicas: they must get equal shares.
+        raise UserError(f"params.yaml: finetune.batch_size = {finetune.batch_size}: the global batch, split across "
+                        f"{strategy.num_replicas_in_sync} replicas (runtime.devices); make it a multiple of {strategy.num_replicas_in_sync}")
     manifest = read_manifest()
     classes = class_names(manifest)
-    model = load_model_file(frozen_path, f"run dvc repro -f train@{frozen_path.stem}")
+    with strategy.scope():  # the variables, and the optimizer's (fit_classifier compiles), on every replica
+        model = load_model_file(frozen_path, f"run dvc repro -f train@{frozen_path.stem}")
     frozen_trainable_params = trainable_params(model)
     first_unfrozen = unfreeze_top(model.get_layer(TRUNK_NAME), finetune.from_layer, config.trunk.name)
     print(f"finetune: trunk from {first_unfrozen} up and head, {trainable_params(model):,} trainable "
-          f"parameters (frozen phase: {frozen_trainable_params:,}), augmentation {'on' if finetune.augment else 'off'}, on {device}")
+          f"parameters (frozen phase: {frozen_trainable_params:,}), augmentation {'on' if finetune.augment else 'off'}, "
+          f"on {device}, {distribution['strategy']} with {distribution['replicas']} replica(s)")
 
     batches_of = functools.partial(
         image_batches, root=RAW_DIR, size=config.trunk.image_size, batch_size=finetune.batch_size,
@@ -87,15 +96,16 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
     augmentation = build_augmentation(config.augment, config.trunk.image_size) if finetune.augment else None
     train_paths, train_labels = split_rows(manifest, "train", classes)
     val_paths, val_labels = split_rows(manifest, "val", classes)
-    fit = fit_classifier(
-        model,
-        batches_of(train_paths, labels=train_labels, augmentation=augmentation, shuffle_seed=config.seed),
-        batches_of(val_paths, labels=val_labels),
-        learning_rate=finetune.learning_rate,
-        epochs=finetune.epochs,
-        patience=finetune.patience,
-        jit_compile=False,  # the trunk runs in every step, and XLA slows it on CPU (features stage: 2x)
-    )
+    with strategy.scope():
+        fit = fit_classifier(
+            model,
+            batches_of(train_paths, labels=train_labels, augmentation=augmentation, shuffle_seed=config.seed),
+            batches_of(val_paths, labels=val_labels),
+            learning_rate=finetune.learning_rate,
+            epochs=finetune.epochs,
+            patience=finetune.patience,
+            jit_compile=False,  # the trunk runs in every step, and XLA slows it on CPU (features stage: 2x)
+        )
 
     test_paths, test_labels = split_rows(manifest, "test", classes)
     predicted = np.argmax(model.predict(batches_of(test_paths), verbose=0), axis=1)
@@ -112,6 +122,7 @@ def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config) -> d
         "best_val_accuracy": fit.best_val_accuracy,
         "train_seconds": round(fit.seconds, 2),
         "device": device,
+        **distribution,
     }
 
 
