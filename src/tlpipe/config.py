@@ -114,7 +114,7 @@ class HeadsConfig(_Section):
 class TrainConfig(_Section):
     patience: PositiveInt
     jit_compile: bool = False
-    repeats: Annotated[int, Field(ge=1, le=20)] = 1
+    repeats: Annotated[int, Field(ge=1, le=20)] = 3  # as in params.yaml: a spread needs more than one run
     calibrate: bool = False
     fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
 
