@@ -17,7 +17,7 @@ SET ?=
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	pip install --quiet --upgrade pip
-	pip install --quiet --constraint requirements.lock --editable '.[test,export]'
+	pip install --quiet --constraint requirements.lock --editable '.[test,export,ray]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -34,18 +34,25 @@ def write_features(trunk: keras.Model, batches: Iterable, path: Path, count: int
     """Run the trunk over `batches`, appending each batch's float16 features to a .npy file.
 
     Under a tf.distribute strategy with several replicas (`batches` a tf.data.Dataset), each
-    batch is split across them (tlpipe.runtime.strategy). Plain writes rather than a memory map: the pages of a written memory map count
+    batch is split across them (tlpipe.runtime.strategy)."""
+    feature_maps = _replicated_outputs(trunk, batches) if tf.distribute.has_strategy() else map(trunk.predict_on_batch, batches)
+    write_feature_maps(feature_maps, path, (count, *trunk.output_shape[1:]))
+
+
+def write_feature_maps(feature_maps: Iterable, path: Path, shape: tuple[int, ...]) -> None:
+    """Append batches of feature maps, in row order, to a float16 .npy file of `shape`.
+
+    Plain writes rather than a memory map: the pages of a written memory map count
     in the process's resident memory until it is closed, which would make memory
     grow with the dataset.
     """
-    shape = (count, *trunk.output_shape[1:])
+    count = shape[0]
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False, "shape": shape}
     written = 0
     with naming(path), open(path, "wb") as file:
         np.lib.format.write_array_header_1_0(file, header)
-        outputs = _replicated_outputs(trunk, batches) if tf.distribute.has_strategy() else map(trunk.predict_on_batch, batches)
-        for output in outputs:
-            output = np.asarray(output, dtype=np.float16)
+        for batch in feature_maps:
+            output = np.asarray(batch, dtype=np.float16)
             file.write(output.tobytes())
             written += len(output)
     if written != count:

@@ -155,6 +155,17 @@ class AugmentConfig(_Section):
         return self
 
 
+class RayConfig(_Section):
+    actors: NonNegativeInt = 0  # 0: one per GPU (gpus_per_actor each) where the cluster has GPUs, else one per node
+    cpus_per_actor: Annotated[float, Field(gt=0)] = 1.0
+    gpus_per_actor: Annotated[float, Field(gt=0)] = 1.0  # used only where the cluster has GPUs
+
+
+class FeaturesConfig(_Section):
+    engine: Literal["local", "ray"] = "local"
+    ray: RayConfig = RayConfig()
+
+
 class FinetuneConfig(_Section):
     epochs: NonNegativeInt
     from_layer: int | str
@@ -210,6 +221,7 @@ class Config(_Section):
     train: TrainConfig
     heads: HeadsConfig
     augment: AugmentConfig
+    features: FeaturesConfig = FeaturesConfig()
     finetune: FinetuneConfig
     runtime: RuntimeConfig = RuntimeConfig()
     report: ReportConfig = ReportConfig()
@@ -220,6 +232,14 @@ class Config(_Section):
     def _finetune_augmentation_needs_layers(self):
         if self.finetune.epochs and self.finetune.augment and not self.augment.layers:
             raise ValueError("finetune.augment = true: needs at least one entry in augment.layers")
+        return self
+
+    @model_validator(mode="after")
+    def _ray_engine_without_views(self):
+        # The augmented views follow from one seeded sequence of draws, which the local engine runs in order.
+        if self.features.engine == "ray" and self.augment.views:
+            raise ValueError(f"features.engine = ray: needs augment.views = 0 (it is {self.augment.views}); "
+                             "augmented views run on features.engine: local")
         return self
 
     def head(self, name: str) -> HeadConfig:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tlpipe import runtime
-from tlpipe.cache import features_path, save_trunk, write_features, write_labels, write_meta
+from tlpipe.cache import features_path, save_trunk, write_feature_maps, write_features, write_labels, write_meta
 from tlpipe.config import FEATURES_DIR, RAW_DIR, REPORTS_DIR, load_config
 from tlpipe.data.augment import build_augmentation
 from tlpipe.data.inputs import image_batches
@@ -28,6 +28,7 @@ from tlpipe.errors import run_stage
 from tlpipe.files import replace_dir, temporary_dir_for, write_json
 from tlpipe.model.precision import build_with_precision
 from tlpipe.model.trunks import build_trunk
+from tlpipe.ray_features import RayTrunkPass
 
 
 def main() -> None:
@@ -51,6 +52,10 @@ def main() -> None:
     feature_shape = trunk.output_shape[1:]
     print(f"features: trunk precision {precision} (trunk.precision = {config.trunk.precision}"
           + (f"; seconds per batch: {trials}" if trials else "") + ")")
+    ray_pass = None
+    if config.features.engine == "ray":
+        ray_pass = RayTrunkPass(trunk, RAW_DIR, config.trunk.image_size, config.trunk.batch_size, config.features.ray, config.seed)
+        device = ray_pass.describe()
     print(f"features: {config.trunk.name} ({config.trunk.weights}) on {device}, {distribution['strategy']} with "
           f"{distribution['replicas']} replica(s), {len(manifest)} images -> {feature_shape}"
           + (f", and {views} augmented views of each training image" if views else ""))
@@ -59,6 +64,8 @@ def main() -> None:
         work = Path(work)
         trunk_images = 0
         start = time.perf_counter()
+        # The Ray engine: one pass over the splits in turn, each taking its rows (views: local engine only).
+        ray_rows = ray_pass and ray_pass.feature_maps(pd.concat([split_rows(manifest, split, classes)[0] for split in SPLITS]))
         for split in SPLITS:
             paths, labels = split_rows(manifest, split, classes)
             batches = batches_of(paths)
@@ -66,7 +73,10 @@ def main() -> None:
                 batches = batches.concatenate(batches_of(pd.concat([paths] * views), augmentation=augmentation))
                 labels = np.tile(labels, 1 + views)
             write_labels(work, split, labels)
-            write_features(trunk, batches, features_path(work, split), len(labels))
+            if ray_rows:
+                write_feature_maps(ray_rows.take(len(labels)), features_path(work, split), (len(labels), *feature_shape))
+            else:
+                write_features(trunk, batches, features_path(work, split), len(labels))
             trunk_images += len(labels)
         seconds = time.perf_counter() - start
         save_trunk(trunk, work)
@@ -90,6 +100,7 @@ def main() -> None:
             "images_per_second": round(trunk_images / seconds, 1),
             "device": device,
             **distribution,  # the tf.distribute strategy of the trunk pass and its replica count (runtime.devices)
+            "engine": config.features.engine,
             "precision": precision,
             "precision_setting": config.trunk.precision,
             "precision_trials": trials,  # best-of-3 seconds per batch under each candidate (auto only)
