@@ -2,6 +2,7 @@
 
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -41,14 +42,25 @@ def os_error_line(error: OSError) -> str:
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(). A UserError, a Ctrl-C (KeyboardInterrupt) or an OSError (disk full,
     permissions) becomes one `error:` line on stderr and exit status 2 (130 for Ctrl-C)."""
+    interrupts = []
+
+    def interrupt(signum, frame):
+        interrupts.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
     try:
         main()
-    except UserError as error:
-        _exit(f"error: {error}", 2)
-    except KeyboardInterrupt:
-        _exit(f"error: {INTERRUPTED}", EXIT_INTERRUPTED)
-    except OSError as error:
-        _exit(f"error: {os_error_line(error)}", 2)
+    except BaseException as error:
+        # After a Ctrl-C, whatever surfaces is its doing: inside some C code it arrives as another
+        # exception (numpy.fromfile: TypeError), which a loader may even report as a corrupt file.
+        if interrupts or isinstance(error, KeyboardInterrupt):
+            _exit(f"error: {INTERRUPTED}", EXIT_INTERRUPTED)
+        if isinstance(error, UserError):
+            _exit(f"error: {error}", 2)
+        if isinstance(error, OSError):
+            _exit(f"error: {os_error_line(error)}", 2)
+        raise
 
 
 def _exit(line: str, status: int) -> None:
