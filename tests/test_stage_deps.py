@@ -108,8 +108,8 @@ def test_no_stage_imports_another_and_the_library_has_no_main():
         assert path.name == "cli.py" or not mains, f"{path} is library code but defines main()"
 
 
-@pytest.mark.parametrize("stage", ["fetch", "split"])
+@pytest.mark.parametrize("stage", ["source", "fetch", "split"])
 def test_the_data_stages_do_not_run_tensorflow_code(stage):
-    # fetch and split run on every new dataset: they must not pay TensorFlow's start-up.
+    # source runs on every dvc repro, fetch and split on every new dataset: they must not pay TensorFlow's start-up.
     runs = {path.relative_to(SRC).as_posix() for path in files_run(f"tlpipe.stages.{stage}")}
     assert not runs & {"tlpipe/runtime.py", "tlpipe/cache.py", "tlpipe/data/inputs.py", "tlpipe/model/trunks.py"}
