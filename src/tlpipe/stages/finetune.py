@@ -11,8 +11,8 @@ MobileNetV2). Early stopping on val_loss keeps the best epoch's weights.
 
 Every finished epoch is backed up in data/.finetune-<head>.backup/ (git-ignored, no DVC
 output; tlpipe.model.fitting.Resumption): a run killed midway (kill -9, a power cut)
-resumes from its last finished epoch (train_seconds then adds up the runs). Known gap: the
-resumed epochs do not yet reproduce an uninterrupted run's losses exactly (tests/test_faults.py,
+resumes from its last finished epoch (train_seconds then adds up the runs). Known gap: in
+some runs the resumed epochs do not reproduce an uninterrupted run's losses exactly (tests/test_faults.py,
 xfail). The backup records a
 key of what it was trained from (the finetune, augment, seed, runtime and trunk params, the
 trained model, the manifest, tlpipe's code, the replicas): another key discards it. The
