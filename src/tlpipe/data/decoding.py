@@ -60,7 +60,16 @@ def _workers() -> ProcessPoolExecutor:
         method = "fork" if sys.platform == "linux" else "spawn"
         # The workers' shared-memory blocks, which the parent frees, must be known to the parent's
         # resource tracker (it frees them should the parent be killed): start it before the workers.
-        resource_tracker.ensure_running()
+        # Quietly: its warning about blocks it freed would follow a stopped stage's one error line.
+        previous = os.environ.get("PYTHONWARNINGS")
+        os.environ["PYTHONWARNINGS"] = "ignore::UserWarning:multiprocessing.resource_tracker"
+        try:
+            resource_tracker.ensure_running()
+        finally:
+            if previous is None:
+                del os.environ["PYTHONWARNINGS"]
+            else:
+                os.environ["PYTHONWARNINGS"] = previous
         _pool = ProcessPoolExecutor(usable_cores(), mp_context=multiprocessing.get_context(method),
                                     initializer=_start_worker, initargs=(os.getpid(),))
         atexit.register(_pool.shutdown, cancel_futures=True)
