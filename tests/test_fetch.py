@@ -55,6 +55,17 @@ def test_local_folder_is_copied(workdir, capsys):
     assert "(2 class folders)" in capsys.readouterr().out
 
 
+def test_fetch_counts_a_hidden_folder_as_left_out_not_as_a_class(workdir, capsys):
+    source = workdir / "source"
+    make_image_folder(source, {"cat": 2, "dog": 2, "owl": 2, ".dotclass": 2})
+    configure(workdir, "source")
+
+    fetch.main()
+
+    assert tree(workdir / RAW) == tree(source)
+    assert "(3 class folders); 1 left out: .dotclass/, a hidden folder (name starts with '.')" in capsys.readouterr().out
+
+
 def test_local_folder_replaces_previous_raw(workdir):
     make_previous_raw(workdir)
     source = workdir / "source"

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from tlpipe.config import DatasetConfig
+from tlpipe.data.layout import hidden_reason
 from tlpipe.errors import UserError
 from tlpipe.files import CHUNK_BYTES, sha256_of
 
@@ -126,7 +127,7 @@ def _extract_tar(archive: Path, destination: Path, dataset: DatasetConfig) -> No
 
 def unwrap_single_folder(root: Path) -> Path:
     """An archive holding one top-level folder (as flower_photos.tgz does) yields that folder."""
-    entries = [entry for entry in root.iterdir() if not entry.name.startswith((".", "__MACOSX"))]
+    entries = [entry for entry in root.iterdir() if hidden_reason(entry.name, entry.is_dir()) is None]
     if len(entries) == 1 and entries[0].is_dir() and any(child.is_dir() for child in entries[0].iterdir()):
         return entries[0]
     return root

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from tlpipe.config import RAW_DIR, load_config
+from tlpipe.data.layout import left_out_note, top_level
 from tlpipe.data.sources import download, extract, local_path, unwrap_single_folder, verify_sha256
 from tlpipe.errors import run_stage
 from tlpipe.files import replace_dir, temporary_dir_for
@@ -29,8 +30,8 @@ def main() -> None:
             extract(archive, fetched, dataset)
         root = unwrap_single_folder(fetched)
         replace_dir(root, RAW_DIR)
-    classes = sorted(path.name for path in RAW_DIR.iterdir() if path.is_dir())
-    print(f"fetch: {dataset.url} -> {RAW_DIR}/ ({len(classes)} class folders)")
+    classes, left_out = top_level(RAW_DIR)
+    print(f"fetch: {dataset.url} -> {RAW_DIR}/ ({len(classes)} class folders){left_out_note(left_out)}")
 
 
 
