@@ -46,9 +46,9 @@ def top_level(root: Path) -> tuple[list[Path], dict[Path, str]]:
     return classes, left_out
 
 
-def left_out_note(left_out: dict[Path, str]) -> str:
-    """For a console line: '; left out: .cache/, a hidden folder (...)', or '' when nothing is."""
+def left_out_note(left_out: dict[Path, str], verb: str = "left out") -> str:
+    """For a console line: '; 1 left out: .cache/, a hidden folder (...)', or '' when nothing is."""
     if not left_out:
         return ""
     names = [f"{entry.name}{'/' if entry.is_dir() else ''}, a {reason}" for entry, reason in left_out.items()]
-    return f"; {len(left_out)} left out: {'; '.join(names)}"
+    return f"; {len(left_out)} {verb}: {'; '.join(names)}"
