@@ -11,7 +11,7 @@ PLOTS_TEMPLATE := build/plots-template.html
 REV ?= main
 SET ?=
 
-.PHONY: install run test plots plots-diff lint-workflows chromium pull retrain pr-comment push clean
+.PHONY: install run test plots plots-diff lint-workflows chromium fonts pull retrain pr-comment push clean
 
 # Exact versions from requirements.lock, so every machine trains with the same stack.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 run: install
 	dvc repro
 
-test: install $(PLOTS_TEMPLATE) $(NODE_TOOLS) chromium
+test: install $(PLOTS_TEMPLATE) $(NODE_TOOLS) chromium fonts
 	pytest
 
 # Offline HTML plots (vega inlined, no CDN): build/plots/index.html and build/plots-diff/index.html.
@@ -51,6 +51,10 @@ lint-workflows: $(NODE_TOOLS)
 # The test of the offline plots renders them in headless Chromium (Debian package).
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+# The test of class names in any script draws Chinese ones: a CJK font (Debian package, 5 MB installed).
+fonts:
+	@fc-list :lang=zh 2>/dev/null | grep -q . || { apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei; }
 
 # --- used by the workflows (after `make install`) ---
 

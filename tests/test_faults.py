@@ -31,7 +31,8 @@ INTERRUPTED = "error: interrupted; nothing was written; run dvc repro again"
 
 
 def stage(project: Path, *arguments: str) -> subprocess.Popen:
-    """`python -m tlpipe.stages.<stage> [head]` in `project`, with this checkout's code, as DVC runs it."""
+    """`python -m tlpipe.stages.<stage> [head]` in `project`, with this checkout's code, as DVC runs it
+    (through scripts/stage, which execs it: the signals below reach the stage itself)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", f"tlpipe.stages.{arguments[0]}", *arguments[1:]], cwd=project,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -20,6 +20,7 @@ PARAMS_FILE = Path("params.yaml")
 HEAD_NAMES = ("flatten", "gap")
 
 # Where each stage writes; dvc.yaml names the same paths.
+SOURCE_FILE = Path("data/source.json")
 RAW_DIR = Path("data/raw")
 MANIFEST = Path("data/split/manifest.csv")
 FEATURES_DIR = Path("data/features")

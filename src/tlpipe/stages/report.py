@@ -12,6 +12,7 @@ change against the reports/metrics.json committed at that git revision.
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +23,7 @@ from tlpipe.files import write_json, write_text
 from tlpipe.reporting.baseline import committed_metrics, resolve_revision
 from tlpipe.reporting.comparison import comparison_markdown, verdict
 from tlpipe.reporting.export_report import export_markdown
+from tlpipe.reporting.fonts import font_warning
 from tlpipe.reporting.mistakes import mistakes_markdown, plot_disagreements, plot_top_losses
 from tlpipe.reporting.plots import plot_confusion_matrix, plot_params_vs_accuracy, plot_reliability, plot_training_curves
 from tlpipe.reporting.robustness import robustness_markdown
@@ -46,6 +48,11 @@ def main() -> None:
     heads = pd.DataFrame([{"head": head, **{key: metrics[head][key] for key in PLOTTED}} for head in HEAD_NAMES])
     write_text(REPORTS_DIR / "heads.csv", heads.to_csv(index=False))
     PLOTS_DIR.mkdir(parents=True, exist_ok=True)
+    labels = pd.concat(predictions.values())[["actual", "predicted"]].astype(str)
+    missing_fonts = font_warning(sorted(set(labels.to_numpy().ravel())))
+    if missing_fonts:  # this one line, instead of matplotlib's per missing glyph
+        print(f"report: {missing_fonts}")
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
     plot_training_curves(PLOTS_DIR / "training_curves.png")
     for head in HEAD_NAMES:
         plot_confusion_matrix(head, PLOTS_DIR / f"confusion_{head}.png")
