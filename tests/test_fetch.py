@@ -62,6 +62,17 @@ def test_local_folder_is_copied(workdir, capsys):
     assert "(2 class folders)" in capsys.readouterr().out
 
 
+def test_fetch_counts_a_hidden_folder_as_left_out_not_as_a_class(workdir, capsys):
+    source = workdir / "source"
+    make_image_folder(source, {"cat": 2, "dog": 2, "owl": 2, ".dotclass": 2})
+    configure(workdir, "source")
+
+    fetch.main()
+
+    assert tree(workdir / RAW) == tree(source)
+    assert "(3 class folders); 1 left out: .dotclass/, a hidden folder (name starts with '.')" in capsys.readouterr().out
+
+
 def test_local_folder_replaces_previous_raw(workdir):
     make_previous_raw(workdir)
     source = workdir / "source"
@@ -104,15 +115,20 @@ def test_zip_is_extracted(workdir):
     assert tree(workdir / RAW) == IMAGES
 
 
-def test_zip_from_macos_drops_macosx_folder_and_unwraps(workdir):
+def test_zip_from_macos_unwraps_and_keeps_macosx_folder_for_split_to_list(workdir, capsys):
     files = {f"shoes/{name}": data for name, data in IMAGES.items()}
-    files["__MACOSX/shoes/cat/._cat_0.png"] = b"\x00\x05\x16\x07 resource fork"
+    resource_fork = b"\x00\x05\x16\x07 resource fork"
+    files["__MACOSX/shoes/cat/._cat_0.png"] = resource_fork
+    files[".DS_Store"] = files["shoes/.DS_Store"] = b"Bud1"  # a name the folder holds: it stays behind, named
     archive = make_zip(workdir / "shoes.zip", files)
     configure(workdir, "shoes.zip", sha256_hex(archive))
 
     fetch.main()
 
-    assert tree(workdir / RAW) == IMAGES
+    assert tree(workdir / RAW) == {**IMAGES, "__MACOSX/shoes/cat/._cat_0.png": resource_fork, ".DS_Store": b"Bud1"}
+    out = capsys.readouterr().out
+    assert "(2 class folders); 2 left out: .DS_Store, a hidden file (name starts with '.'); __MACOSX/, a macOS metadata folder (__MACOSX)" in out
+    assert "; 1 left behind: .DS_Store, a hidden file (name starts with '.')" in out
 
 
 def test_a_file_url_is_refused_with_the_path_to_use_instead(workdir):

@@ -158,7 +158,8 @@ def test_unreadable_and_metadata_files_are_skipped(workdir, capsys):
     assert sorted(manifest["path"]) == sorted(created)
     assert sorted(set(manifest["label"])) == sorted(CLASSES)
     skipped = sorted(line.split(":")[1].removeprefix(" skipped ") for line in out.splitlines() if line.startswith("split: skipped "))
-    assert skipped == ["cat/corrupt.png", "cat/notes.txt", "dog/.DS_Store", "owl/__MACOSX/._img.png"]
+    assert skipped == ["__MACOSX/cat/._img.png", "cat/corrupt.png", "cat/notes.txt", "dog/.DS_Store", "owl/__MACOSX/._img.png"]
+    assert "split: skipped __MACOSX/cat/._img.png: in __MACOSX/: macOS metadata folder (__MACOSX)" in out
     assert "split: skipped cat/corrupt.png: not a readable image (OSError)" in out
 
 
@@ -190,6 +191,32 @@ def test_hidden_folder_does_not_count_as_a_class(workdir):
         split.main()
 
     assert "found 1 class folder(s)" in str(error.value)
+
+
+def test_hidden_folder_and_hidden_file_are_listed_with_their_reason(workdir, capsys):
+    created = make_image_folder(workdir / RAW, CLASSES)
+    hidden = make_image_folder(workdir / RAW, {".dotclass": 40}, first_seed=5000)
+    (workdir / RAW / "cat" / ".hidden.png").write_bytes(png_bytes(seed=6000))
+    (workdir / RAW / "labels.txt").write_text("cat dog owl\n")
+
+    manifest = run_split(workdir)
+    out = capsys.readouterr().out
+
+    assert sorted(manifest["path"]) == sorted(created)
+    assert sorted(set(manifest["label"])) == sorted(CLASSES)
+    folder_reason = "in .dotclass/: hidden folder (name starts with '.')"
+    assert listed(workdir, "skipped") == {
+        **{path: folder_reason for path in hidden},
+        "cat/.hidden.png": "hidden file (name starts with '.')",
+        "labels.txt": "file outside the class folders",
+    }
+    report = (workdir / DATA_REPORT).read_text(encoding="utf-8")
+    assert f"| skipped | {folder_reason} | 40 |" in report
+    assert "| skipped | hidden file (name starts with '.') | 1 |" in report
+    assert "| skipped | file outside the class folders | 1 |" in report
+    assert "0 of 120 files skipped (0.00%)" in report
+    assert "120 images in 3 classes" in out
+    assert "2 left out: .dotclass/, a hidden folder (name starts with '.'); labels.txt, a file outside the class folders" in out
 
 
 def test_class_too_small_for_every_split_is_named(workdir):

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from tlpipe.config import DatasetConfig
+from tlpipe.data.layout import hidden_reason
 from tlpipe.errors import UserError
 from tlpipe.files import CHUNK_BYTES, sha256_of
 
@@ -164,9 +165,15 @@ def _extract_tar(archive: Path, destination: Path, dataset: DatasetConfig) -> No
 
 
 def unwrap_single_folder(root: Path) -> Path:
-    """An archive holding one top-level folder (as flower_photos.tgz does) yields that folder."""
-    entries = [entry for entry in root.iterdir() if not entry.name.startswith((".", "__MACOSX"))]
-    if len(entries) == 1 and entries[0].is_dir() and any(child.is_dir() for child in entries[0].iterdir()):
-        return entries[0]
-    return root
+    """An archive holding one top-level folder (as flower_photos.tgz does) yields that folder. The hidden
+    entries beside it (a zip from macOS has __MACOSX/) move into it, so that split lists them as left out;
+    one whose name the folder already holds stays behind in root."""
+    entries = [entry for entry in root.iterdir() if hidden_reason(entry.name, entry.is_dir()) is None]
+    if not (len(entries) == 1 and entries[0].is_dir() and any(child.is_dir() for child in entries[0].iterdir())):
+        return root
+    folder = entries[0]
+    for entry in sorted(root.iterdir()):
+        if entry != folder and not (folder / entry.name).exists():
+            entry.rename(folder / entry.name)
+    return folder
 

@@ -1,7 +1,9 @@
 """How the split stage reads data/raw/ and splits it.
 
 Each class is a top-level folder; images in nested folders count for the class
-folder they sit in. Every file is decoded, so a file that is not a readable image
+folder they sit in. Hidden entries and files beside the class folders are left out and
+listed with their reason (tlpipe.data.layout); they do not count toward
+split.max_skipped_fraction. Every other file is decoded, so a file that is not a readable image
 is skipped with its reason, whatever its extension; so is an image of more than
 dataset.max_pixels pixels (a decompression bomb), judged from its header.
 
@@ -21,53 +23,49 @@ import pandas as pd
 
 from tlpipe.config import DATA_REPORT, RAW_DIR, SplitConfig
 from tlpipe.data.images import TooManyPixels, decode_rgb
+from tlpipe.data.layout import left_out_reason, top_level
 from tlpipe.data.manifest import SPLITS
 from tlpipe.errors import UserError
 from tlpipe.files import sha256_of
 
 FILE_COLUMNS = ["path", "action", "reason"]
 ACTIONS = ("skipped", "converted", "duplicate", "label_conflict")
-HIDDEN_FILE = "hidden or macOS metadata file"
 
 
 
-def class_folders(root: Path) -> list[Path]:
-    """The class folders of root, sorted; hidden folders (.git, __MACOSX) are no classes."""
+def class_folders(root: Path) -> tuple[list[Path], dict[Path, str]]:
+    """The class folders of root, sorted, and its other entries with the reason each is left out."""
     if not root.is_dir():
         raise UserError(f"{root}: missing; run the fetch stage first (dvc repro fetch)")
-    class_dirs = sorted(path for path in root.iterdir() if path.is_dir() and not _is_hidden(path.relative_to(root)))
+    class_dirs, left_out = top_level(root)
     if len(class_dirs) < 2:
         raise UserError(f"{root}: found {len(class_dirs)} class folder(s); an image-folder dataset needs at least 2")
-    return class_dirs
+    return class_dirs, left_out
 
 
-def scan(class_dirs: list[Path], max_pixels: int) -> tuple[pd.DataFrame, list[dict]]:
-    """Every readable image in the class folders (path, label, sha256, width, height), and a
-    row (path, action, reason) for each file skipped or converted; paths relative to data/raw."""
+def scan(root: Path, max_pixels: int) -> tuple[pd.DataFrame, list[dict]]:
+    """Every readable image in root's class folders (path, label, sha256, width, height), and a row
+    (path, action, reason) for each file under root left out, skipped or converted; paths relative to root."""
     images, outcomes = [], []
-    for class_dir in class_dirs:
-        for path in sorted(class_dir.rglob("*")):
-            if not path.is_file():
-                continue
-            relative = path.relative_to(class_dir.parent)
-            name = relative.as_posix()
-            if _is_hidden(relative):
-                outcomes.append(_outcome(name, "skipped", HIDDEN_FILE))
-                continue
-            try:
-                image, conversions = decode_rgb(path, max_pixels)
-            except Exception as error:  # Pillow raises many types for unreadable files
-                outcomes.append(_outcome(name, "skipped", _skip_reason(error)))
-                continue
-            if conversions:
-                outcomes.append(_outcome(name, "converted", "; ".join(conversions)))
-            width, height = image.size
-            images.append({"path": name, "label": class_dir.name, "sha256": sha256_of(path), "width": width, "height": height})
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(root)
+        name = relative.as_posix()
+        left_out = left_out_reason(relative, is_dir=False)
+        if left_out is not None:
+            outcomes.append(_outcome(name, "skipped", left_out))
+            continue
+        try:
+            image, conversions = decode_rgb(path, max_pixels)
+        except Exception as error:  # Pillow raises many types for unreadable files
+            outcomes.append(_outcome(name, "skipped", _skip_reason(error)))
+            continue
+        if conversions:
+            outcomes.append(_outcome(name, "converted", "; ".join(conversions)))
+        width, height = image.size
+        images.append({"path": name, "label": relative.parts[0], "sha256": sha256_of(path), "width": width, "height": height})
     return pd.DataFrame(images, columns=["path", "label", "sha256", "width", "height"]), outcomes
-
-
-def _is_hidden(relative: Path) -> bool:
-    return any(part.startswith((".", "__MACOSX")) or part == "Thumbs.db" for part in relative.parts)
 
 
 def _outcome(path: str, action: str, reason: str) -> dict:
@@ -109,8 +107,9 @@ class Skips(NamedTuple):
 
 
 def count_skips(files: pd.DataFrame, readable: int) -> Skips:
-    # Hidden and macOS metadata files are not images anyone meant to train on: they do not count.
-    count = int(((files["action"] == "skipped") & (files["reason"] != HIDDEN_FILE)).sum())
+    # Files left out (hidden, or beside the class folders) are not images anyone meant to train on: they do not count.
+    meant_as_images = files["path"].map(lambda path: left_out_reason(Path(path), is_dir=False) is None)
+    count = int(((files["action"] == "skipped") & meant_as_images).sum())
     return Skips(count, count + readable)
 
 

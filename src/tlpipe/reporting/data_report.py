@@ -1,5 +1,5 @@
 """reports/data.md: what the split stage found, for a reviewer: images per class and split,
-image sizes, skipped and converted files, duplicates and label conflicts."""
+image sizes, files left out, skipped or converted, duplicates and label conflicts."""
 
 import pandas as pd
 
@@ -14,7 +14,7 @@ def data_markdown(counts: pd.DataFrame, images: pd.DataFrame, files: pd.DataFram
     sections = [
         "# Data\n\n"
         f"What the split stage found in `{RAW_DIR}/`: {len(images):,} images in {len(counts)} classes. "
-        f"Every file skipped, converted, duplicated or in a label conflict is listed with its reason "
+        f"Every file left out, skipped, converted, duplicated or in a label conflict is listed with its reason "
         f"in [{DATA_FILES.name}]({DATA_FILES.name}).",
         _split_section(counts, fractions),
         _size_section(images),
@@ -70,7 +70,9 @@ def _skipped_section(files: pd.DataFrame, skips: Skips, fractions: SplitConfig) 
         "## Skipped and converted files",
         "",
         f"{skips}; the stage fails above `split.max_skipped_fraction` = {fractions.max_skipped_fraction:g}. "
-        "Hidden and macOS metadata files are skipped too but not counted. Converted images are kept.",
+        "Left out, and skipped without counting, are hidden entries at any depth (names starting with `.`, "
+        "`__MACOSX` folders, `Thumbs.db` files) with everything in them, and files beside the class folders. "
+        "Converted images are kept.",
     ]
     if len(by_reason):
         lines += ["", "| action | reason | files |", "|---|---|---:|"]

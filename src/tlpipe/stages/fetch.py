@@ -2,7 +2,8 @@
 
 The source is a local image folder, or a .zip / .tar(.gz|.bz2|.xz) archive given
 as a path or an http(s):// URL (tlpipe.data.sources). Archives are checked against
-dataset.sha256 and extracted safely; a single top-level folder is unwrapped.
+dataset.sha256 and extracted safely; a single top-level folder is unwrapped, the hidden
+entries beside it moved into it (split lists them as left out).
 data/raw/ is replaced only once the new copy is complete.
 """
 
@@ -10,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from tlpipe.config import RAW_DIR, load_config
+from tlpipe.data.layout import hidden_reason, left_out_note, top_level
 from tlpipe.data.sources import download, extract, local_path, unwrap_single_folder, verify_sha256
 from tlpipe.errors import run_stage
 from tlpipe.files import replace_dir, temporary_dir_for
@@ -28,9 +30,12 @@ def main() -> None:
             verify_sha256(archive, dataset)
             extract(archive, fetched, dataset)
         root = unwrap_single_folder(fetched)
+        # What unwrapping could not move into the folder (a name it already holds) is named here.
+        beside = [entry for entry in fetched.iterdir() if entry != root] if root != fetched else []
+        behind_note = left_out_note({entry: hidden_reason(entry.name, entry.is_dir()) for entry in beside}, "left behind")
         replace_dir(root, RAW_DIR)
-    classes = sorted(path.name for path in RAW_DIR.iterdir() if path.is_dir())
-    print(f"fetch: {dataset.url} -> {RAW_DIR}/ ({len(classes)} class folders)")
+    classes, left_out = top_level(RAW_DIR)
+    print(f"fetch: {dataset.url} -> {RAW_DIR}/ ({len(classes)} class folders){left_out_note(left_out)}{behind_note}")
 
 
 

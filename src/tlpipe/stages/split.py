@@ -1,17 +1,19 @@
 """Stage `split`: data/raw/ -> data/split/manifest.csv (path, label, split, sha256),
 reports/data.md and reports/data_files.csv.
 
-Every file is decoded; unreadable files and decompression bombs are skipped with
+Hidden entries and files beside the class folders are left out (tlpipe.data.layout).
+Every other file is decoded; unreadable files and decompression bombs are skipped with
 their reason, and the stage fails rather than train on what is left when more than
 split.max_skipped_fraction of the files are skipped. Identical files in different
 classes are dropped as label conflicts. An image's split follows from a hash of its
 content (tlpipe.data.splitting). reports/data_files.csv lists every file skipped,
-converted, duplicated or in conflict, with its reason.
+left out, converted, duplicated or in conflict, with its reason.
 """
 
 import pandas as pd
 
 from tlpipe.config import DATA_FILES, DATA_REPORT, RAW_DIR, load_config
+from tlpipe.data.layout import left_out_note
 from tlpipe.data.manifest import write_manifest
 from tlpipe.data.splitting import (
     FILE_COLUMNS,
@@ -33,8 +35,8 @@ from tlpipe.reporting.data_report import data_markdown
 
 def main() -> None:
     config = load_config()
-    class_dirs = class_folders(RAW_DIR)
-    images, outcomes = scan(class_dirs, config.dataset.max_pixels)
+    class_dirs, left_out = class_folders(RAW_DIR)
+    images, outcomes = scan(RAW_DIR, config.dataset.max_pixels)
     files = pd.DataFrame(outcomes + identical_files(images), columns=FILE_COLUMNS)
     files = files.sort_values(["path", "action"], ignore_index=True)
     for row in files[files["action"] == "skipped"].itertuples():
@@ -51,7 +53,7 @@ def main() -> None:
 
     write_text(DATA_FILES, files.to_csv(index=False))
     write_text(DATA_REPORT, data_markdown(counts, images, files, skips, config.split))
-    print(split_summary(counts, config.split))
+    print(split_summary(counts, config.split) + left_out_note(left_out))
     print(files_summary(files))
 
 
