@@ -11,7 +11,7 @@ PLOTS_TEMPLATE := build/plots-template.html
 REV ?= main
 SET ?=
 
-.PHONY: install run test plots plots-diff lint-workflows chromium pull retrain pr-comment push clean
+.PHONY: install run test plots plots-diff lint-workflows chromium fonts pull retrain pr-comment push clean
 
 # Exact versions from requirements.lock, so every machine trains with the same stack.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 run: install
 	dvc repro
 
-test: install $(PLOTS_TEMPLATE) $(NODE_TOOLS) chromium
+test: install $(PLOTS_TEMPLATE) $(NODE_TOOLS) chromium fonts
 	pytest
 
 # Offline HTML plots (vega inlined, no CDN): build/plots/index.html and build/plots-diff/index.html.
@@ -51,6 +51,10 @@ lint-workflows: $(NODE_TOOLS)
 # The test of the offline plots renders them in headless Chromium (Debian package).
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+# The test of class names in any script draws Chinese ones: a CJK font (Debian package, 5 MB installed).
+fonts:
+	@fc-list :lang=zh 2>/dev/null | grep -q . || { apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei; }
 
 # --- used by the workflows (after `make install`) ---
 
@@ -82,7 +86,9 @@ clean:
 #   make bench IMAGES=2000 IMAGE_SIZE=224 TRUNK=mobilenet_v2 WEIGHTS=none EPOCHS=10
 # DATASET: image folder or archive (default: params.yaml's); IMAGES: generate N synthetic images
 # instead; COMPARE: a benchmark.json at another dataset size, for the peak-RSS target;
-# SKIP_USUAL=1: leave out the usual approach (hours at 224 px on a large dataset on CPU).
+# SKIP_USUAL=1: leave out the usual approach (hours at 224 px on a large dataset on CPU);
+# REST=1: a trunk that costs almost nothing (MobileNetV2, 32 px, weights none, 10,000 generated
+# images), so that what remains is start-up, decoding and head training.
 OUT ?= reports
 .PHONY: bench
 bench: install
@@ -91,7 +97,7 @@ bench: install
 		$(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) $(if $(TRUNK),--trunk $(TRUNK)) \
 		$(if $(WEIGHTS),--weights '$(WEIGHTS)') $(if $(OUTPUT_LAYER),--output-layer '$(OUTPUT_LAYER)') \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(COMPARE),--compare '$(COMPARE)') \
-		$(if $(filter 1,$(SKIP_USUAL)),--skip-usual)
+		$(if $(filter 1,$(SKIP_USUAL)),--skip-usual) $(if $(filter 1,$(REST)),--rest)
 
 # Parameter sweeps as DVC experiments (tlpipe.sweep): one queued experiment per value, the queue
 # run, the results read back through `dvc exp show --json` into reports/sweep.md and

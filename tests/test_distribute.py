@@ -151,5 +151,5 @@ def test_asking_for_more_devices_than_the_machine_shows_fails_in_one_line():
 @pytest.mark.parametrize("devices", ["gpu", 0, -1, 1.5])
 def test_a_bad_devices_setting_fails_in_one_line(tmp_path, devices):
     message = config_error(tmp_path, **{"runtime.devices": devices})
-    assert f"runtime.devices = {devices!r}: must be auto, cpu, all or a number of devices (1 or more)" in message
+    assert f"runtime.devices = {devices!r}: must be auto, cpu, all or a number of devices (1 to 1024)" in message
     assert "\n" not in message

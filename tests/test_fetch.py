@@ -1,15 +1,22 @@
-"""tlpipe.stages.fetch.main(): dataset.url -> data/raw/, safely and atomically."""
+"""tlpipe.stages.fetch.main(): dataset.url -> data/raw/, safely and atomically; and the `source` stage
+before it, which checks dataset.url and records its identity (data/source.json)."""
 
 import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import types
 from pathlib import Path
 
 import pytest
 
-from builders import make_image_folder, make_tar, make_zip, png_bytes, sha256_hex, tree, write_params
+from builders import REPO, make_image_folder, make_tar, make_zip, png_bytes, sha256_hex, tree, write_params
+from tlpipe.config import SOURCE_FILE
 from tlpipe.data import sources
-from tlpipe.stages import fetch
+from tlpipe.stages import fetch, source
 from tlpipe.errors import UserError
 
 RAW = Path("data/raw")
@@ -313,10 +320,18 @@ def test_zip_with_a_garbage_directory_fails_in_one_line(workdir):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Answers each path from server.plans: a list of (status, body, Content-Length) used in turn, the last one repeated."""
+    """Answers each path from server.plans: a list of (status, body, Content-Length) used in turn, the last one
+    repeated; with the ETag in server.etags, if any. Records each request: the path, "HEAD <path>" for a HEAD."""
 
     def do_GET(self):
         self.server.requests.append(self.path)
+        self._answer(send_body=True)
+
+    def do_HEAD(self):
+        self.server.requests.append(f"HEAD {self.path}")
+        self._answer(send_body=False)
+
+    def _answer(self, send_body: bool):
         plan = self.server.plans.get(self.path)
         if plan is None:
             self.send_error(404)
@@ -324,8 +339,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         status, body, length = plan.pop(0) if len(plan) > 1 else plan[0]
         self.send_response(status)
         self.send_header("Content-Length", str(len(body) if length is None else length))
+        if self.path in self.server.etags:
+            self.send_header("ETag", self.server.etags[self.path])
         self.end_headers()
-        self.wfile.write(body)  # HTTP/1.0: the connection closes after this, short or not
+        if send_body:
+            self.wfile.write(body)  # HTTP/1.0: the connection closes after this, short or not
 
     def log_message(self, *args):
         pass
@@ -335,7 +353,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def http_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
-    server.plans, server.requests = {}, []
+    server.plans, server.etags, server.requests = {}, {}, []
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     server.base_url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -411,7 +429,7 @@ def test_http_500_is_retried(workdir, http_server, served_archive, no_sleep, cap
     assert tree(workdir / RAW) == expected
     assert http_server.requests == ["/data.tar.gz"] * 2
     assert no_sleep == [1]
-    assert "HTTP 500; retrying in 1 s" in capsys.readouterr().out
+    assert "dataset.url: HTTP 500 Internal Server Error; retrying in 1 s" in capsys.readouterr().out
 
 
 def test_http_500_every_time_fails_after_all_tries(workdir, http_server, no_sleep):
@@ -438,7 +456,7 @@ def test_http_truncated_body_fails_after_retries_and_keeps_previous_raw(workdir,
     with pytest.raises(UserError) as error:
         fetch.main()
 
-    assert f"download failed after {sources.DOWNLOAD_TRIES} tries" in str(error.value)
+    assert f"(after {sources.DOWNLOAD_TRIES} tries)" in str(error.value)
     assert f"of {len(body)} bytes" in str(error.value)
     assert http_server.requests == ["/data.tar.gz"] * sources.DOWNLOAD_TRIES
     assert no_sleep == [1, 2, 4]
@@ -455,3 +473,75 @@ def test_http_truncated_once_then_complete_succeeds(workdir, http_server, served
 
     assert tree(workdir / RAW) == expected
     assert no_sleep == [1]
+
+
+# --- the source stage: is dataset.url there, and what does it hold -------------------
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (the system's pick, released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_source_records_the_url_identity_and_rewrites_only_when_it_changes(workdir, http_server, served_archive, no_sleep):
+    body, _, _ = served_archive
+    url = f"{http_server.base_url}/data.tar.gz"
+    http_server.plans["/data.tar.gz"] = [(200, body, None)]
+    http_server.etags["/data.tar.gz"] = '"v1"'
+    configure(workdir, url)
+
+    source.main()
+    assert json.loads(SOURCE_FILE.read_text()) == {"url": url, "ETag": '"v1"', "Content-Length": str(len(body))}
+
+    # The same answer: the file is left as it was (same bytes for DVC's hash, and not even written).
+    recorded = SOURCE_FILE.read_bytes()
+    os.utime(SOURCE_FILE, ns=(0, 0))
+    source.main()
+    assert SOURCE_FILE.read_bytes() == recorded
+    assert SOURCE_FILE.stat().st_mtime_ns == 0
+
+    # A new ETag upstream: the file changes, so DVC re-runs fetch.
+    http_server.etags["/data.tar.gz"] = '"v2"'
+    source.main()
+    assert json.loads(SOURCE_FILE.read_text())["ETag"] == '"v2"'
+    assert http_server.requests == ["HEAD /data.tar.gz"] * 3  # asked, never downloaded
+    assert no_sleep == []
+
+
+def test_source_of_a_local_archive_records_its_path_only(workdir):
+    make_tar(workdir / "images.tar.gz", IMAGES)
+    configure(workdir, "images.tar.gz")
+
+    source.main()
+
+    assert json.loads(SOURCE_FILE.read_text()) == {"url": "images.tar.gz"}  # DVC hashes the archive itself
+
+
+def test_source_with_nothing_listening_names_dataset_url_and_writes_nothing(workdir, no_sleep):
+    url = f"http://127.0.0.1:{closed_port()}/data.tar.gz"
+    configure(workdir, url)
+
+    with pytest.raises(UserError) as error:
+        source.main()
+
+    assert str(error.value) == (f"dataset.url = {url!r}: connection refused (after {sources.DOWNLOAD_TRIES} tries); "
+                                "check the URL or your network, then run dvc repro again")
+    assert no_sleep == [1, 2, 4]
+    assert not (workdir / "data").exists()
+
+
+def test_source_stage_on_http_404_exits_2_with_one_line(workdir, http_server):
+    url = f"{http_server.base_url}/missing.tar.gz"
+    configure(workdir, url)
+
+    # As DVC runs it: a subprocess, whose exit status and stderr are what the user sees.
+    result = subprocess.run([sys.executable, "-m", "tlpipe.stages.source"], cwd=workdir, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=120)
+
+    assert result.returncode == 2
+    assert result.stderr == (f"error: dataset.url = {url!r}: HTTP 404 Not Found; "
+                             "check the URL or your network, then run dvc repro again\n")
+    assert http_server.requests == ["HEAD /missing.tar.gz"]  # a 4xx is not retried
+    assert not (workdir / "data").exists()

@@ -28,8 +28,8 @@ def cache(tmp_path):
 def trained(cache, train_from, rows=None, seed=3):
     keras.utils.set_random_seed(seed)
     batches = FeatureBatches("train", HEAD.batch_size, shuffle_seed=seed, directory=cache, rows=rows)
-    train, steps_per_epoch = train_from(batches)
     head = build_head("flatten", SHAPE, CLASSES, HEAD)
+    train, steps_per_epoch = train_from(batches)
     fit = fit_classifier(head, train, FeatureBatches("val", HEAD.batch_size, directory=cache), learning_rate=HEAD.learning_rate,
                          epochs=EPOCHS, patience=None, steps_per_epoch=steps_per_epoch, verbose=0)
     return head.get_weights(), fit

@@ -1,8 +1,8 @@
 """dvc.yaml lists every source file each stage runs, so that `dvc repro` re-runs a stage when any of them changes.
 
-The files a stage runs are computed from the source: the tlpipe modules its module
-imports, transitively (function-level imports included), with the packages'
-__init__.py files that Python runs on the way.
+The files a stage runs are its launcher, scripts/stage, and those computed from the source:
+the tlpipe modules its module imports, transitively (function-level imports included), with
+the packages' __init__.py files that Python runs on the way.
 """
 
 import ast
@@ -15,7 +15,8 @@ import yaml
 from builders import REPO
 
 SRC = REPO / "src"
-STAGE_COMMAND = re.compile(r"^python -m (tlpipe\.stages\.\w+)\b")
+LAUNCHER = "scripts/stage"
+STAGE_COMMAND = re.compile(rf"^{LAUNCHER} (\w+)\b")
 
 
 def module_file(module: str, src: Path) -> Path | None:
@@ -54,18 +55,19 @@ def files_run(module: str, src: Path = SRC) -> set[Path]:
 
 
 def dependency_problems(dvc_yaml: Path, src: Path = SRC) -> list[str]:
-    """For each stage run as `python -m tlpipe.stages.<x>`: source files it runs but does not list
-    in its deps, and listed source files it no longer runs."""
+    """For each stage run as `scripts/stage <x>` (`python -m tlpipe.stages.<x>`): the launcher and source
+    files it runs but does not list in its deps, and listed source files it no longer runs."""
     root = dvc_yaml.parent
     problems = []
     for name, stage in yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"].items():
         stage = stage.get("do", stage)  # foreach stages: the template
         match = STAGE_COMMAND.match(stage["cmd"])
         if match is None:
-            problems.append(f"{name}: command {stage['cmd']!r} is not `python -m tlpipe.stages.<stage>`")
+            problems.append(f"{name}: command {stage['cmd']!r} is not `{LAUNCHER} <stage>`")
             continue
-        runs = {path.relative_to(root).as_posix() for path in files_run(match.group(1), src)}
-        listed = {dep for dep in stage.get("deps", []) if dep.startswith(src.relative_to(root).as_posix() + "/")}
+        runs = {LAUNCHER} | {path.relative_to(root).as_posix() for path in files_run(f"tlpipe.stages.{match.group(1)}", src)}
+        src_prefix = src.relative_to(root).as_posix() + "/"
+        listed = {dep for dep in stage.get("deps", []) if dep == LAUNCHER or dep.startswith(src_prefix)}
         problems += [f"{name}: runs {path} but does not list it in deps" for path in sorted(runs - listed)]
         problems += [f"{name}: lists {path} in deps but does not run it" for path in sorted(listed - runs)]
     return problems
@@ -82,10 +84,11 @@ def test_a_stage_missing_a_dependency_is_caught(tmp_path):
     (tmp_path / "src/tlpipe/helper.py").write_text("import os\n")
     (tmp_path / "src/tlpipe/stages/one.py").write_text("def main():\n    from tlpipe import helper\n")
     (tmp_path / "src/tlpipe/unused.py").write_text("")
-    stage = {"cmd": "python -m tlpipe.stages.one", "deps": ["src/tlpipe/__init__.py", "src/tlpipe/stages/__init__.py",
-                                                           "src/tlpipe/stages/one.py", "src/tlpipe/unused.py"]}
+    stage = {"cmd": "scripts/stage one", "deps": ["src/tlpipe/__init__.py", "src/tlpipe/stages/__init__.py",
+                                                  "src/tlpipe/stages/one.py", "src/tlpipe/unused.py"]}
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"one": stage}}))
     assert dependency_problems(tmp_path / "dvc.yaml", tmp_path / "src") == [
+        "one: runs scripts/stage but does not list it in deps",
         "one: runs src/tlpipe/helper.py but does not list it in deps",
         "one: lists src/tlpipe/unused.py in deps but does not run it",
     ]
@@ -105,8 +108,8 @@ def test_no_stage_imports_another_and_the_library_has_no_main():
         assert path.name == "cli.py" or not mains, f"{path} is library code but defines main()"
 
 
-@pytest.mark.parametrize("stage", ["fetch", "split"])
+@pytest.mark.parametrize("stage", ["source", "fetch", "split"])
 def test_the_data_stages_do_not_run_tensorflow_code(stage):
-    # fetch and split run on every new dataset: they must not pay TensorFlow's start-up.
+    # source runs on every dvc repro, fetch and split on every new dataset: they must not pay TensorFlow's start-up.
     runs = {path.relative_to(SRC).as_posix() for path in files_run(f"tlpipe.stages.{stage}")}
     assert not runs & {"tlpipe/runtime.py", "tlpipe/cache.py", "tlpipe/data/inputs.py", "tlpipe/model/trunks.py"}

@@ -11,6 +11,10 @@ import keras
 import tensorflow as tf
 
 from tlpipe.config import HEAD_NAMES, REPORTS_DIR, Config
+from tlpipe.model.precision import cpu_flags
+
+# The flags that decide the trunk's speed on a CPU (benchmark.md names them).
+NOTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
 def describe_setup(config: Config, dataset: str, device: str) -> dict:
@@ -32,6 +36,7 @@ def describe_setup(config: Config, dataset: str, device: str) -> dict:
         "jit_compile_heads": config.train.jit_compile,
         "device": device,
         "cpu": cpu_model(),
+        "cpu_flags": sorted(cpu_flags() & set(NOTED_FLAGS)),
         "cpu_cores": os.cpu_count(),
         "versions": {
             "python": platform.python_version(),

@@ -1,5 +1,7 @@
 """benchmark.md: the setup, the targets table, the times, the stages and how each figure is measured."""
 
+from .costs import SINGLE_CORE_IMAGES, WORDS_PER_PARAM_STEP
+from .machine import NOTED_FLAGS
 from .targets import SKIPPED_USUAL
 
 
@@ -22,7 +24,8 @@ def benchmark_markdown(results: dict) -> str:
         f"val {setup['split_sizes']['val']}, test {setup['split_sizes']['test']}); dataset `{setup['dataset']}`, "
         f"at {setup['image_size']}×{setup['image_size']} px; trunk {setup['trunk']} (weights `{setup['weights']}`, "
         f"output `{setup['output_layer'] or 'last layer'}`, features {'×'.join(map(str, setup['feature_shape']))}), "
-        f"batch {setup['trunk_batch_size']}. Device: {setup['device']}, {setup['cpu']}; {versions}. "
+        f"batch {setup['trunk_batch_size']}. Device: {setup['device']}, {setup['cpu']} "
+        f"(flags: {', '.join(setup['cpu_flags']) or 'none of ' + ', '.join(NOTED_FLAGS)}); {versions}. "
         f"{setup['date']}; the benchmark took {setup['bench_seconds']:.0f} s.",
         "",
         *_zero_features_warning(pipeline),
@@ -33,7 +36,9 @@ def benchmark_markdown(results: dict) -> str:
         "## Time",
         "",
         *_table(["what", "seconds", "images/s", "× floor"], [
-            ["floor: one trunk pass over every image", f"{floor['seconds']:.1f}", floor["images_per_second"], "1.00"],
+            [f"floor: one trunk pass over every image, {floor['precision']}", f"{floor['seconds']:.1f}", floor["images_per_second"], "1.00"],
+            *([["floor in float32", f"{results['floor_float32']['seconds']:.1f}", results["floor_float32"]["images_per_second"],
+                f"{results['floor_float32']['seconds'] / floor['seconds']:.2f}"]] if floor["precision"] != "float32" else []),
             ["pipeline: `dvc repro -f`, all stages", f"{pipeline['seconds']:.1f}", "", f"{ratios['pipeline_over_floor']:.2f}"],
             ["pipeline: features + train stages", f"{pipeline['core_seconds']:.1f}", "", f"{ratios['core_over_floor']:.2f}"],
             *([["usual: both heads with the trunk in the model", f"{usual['seconds']:.1f}", "",
@@ -55,13 +60,14 @@ def benchmark_markdown(results: dict) -> str:
             for stage, figures in pipeline["stages"].items()
         ]),
         "",
+        *_rest_section(results),
         *_accuracy_section(results),
         "## How it is measured",
         "",
         "All in one run of the benchmark (`make bench`, `python -m benchmarks.tlbench`), in a fresh temporary git + DVC copy of the repo (dvc.yaml, params.yaml "
         "with the options applied, src/), on the same data and machine.",
         "",
-        "- **floor**: the trunk, built and compiled as the features stage builds it (no XLA), over every image through "
+        "- **floor**: the trunk, built and compiled as the features stage builds it (no XLA), in the precision the stage chose (and again in float32 where that differs), over every image through "
         "the stage's own input pipeline (`tlpipe.data.inputs.image_batches`: parallel decoding, prefetch), batch "
         f"{setup['trunk_batch_size']}; one warm-up batch is not timed; the outputs are dropped (nothing written).",
         "- **pipeline**: wall time of `dvc repro -f` from a fresh copy. A stage's time runs from DVC's `Running stage` "
@@ -73,6 +79,19 @@ def benchmark_markdown(results: dict) -> str:
         "every epoch, a new random order of the training images each epoch, for exactly the epochs the pipeline ran "
         "(its early stopping's count; no early stopping here), no XLA. Time = the sum of both heads' training; the "
         "test predictions (another trunk pass) are timed apart and not counted.",
+        "- **fixed cost**: each stage's time in `dvc repro -f` minus its own work (the features stage's trunk pass, "
+        "the train stages' `fit` over all their runs); the total is `dvc repro -f` minus all that work, against "
+        "`python -c \"import tensorflow, keras\"` run in the copy (median of 3).",
+        "- **decoding**: the features stage's input pipeline (`image_batches`) over every image with no trunk, "
+        f"against one core decoding up to {SINGLE_CORE_IMAGES} of the same files one after another (`load_rgb`) "
+        "times the cores this process may use.",
+        "- **head training**: seconds per epoch = the train stage's `fit` time over all its runs / their epochs "
+        "(validation included). Roofline = the larger of the epoch's arithmetic (Dense layers: 2 FLOP per weight "
+        "per row forward, 3× that to train, plus the validation rows' forward pass) at the float32 matrix-multiply "
+        "rate measured here (TensorFlow, 2048² by 2048², best of 5), and its memory traffic (the float16 features "
+        f"read once, plus {WORDS_PER_PARAM_STEP} float32 words per parameter per step: weights read forward and backward, "
+        "gradient written, Adam reading gradient, weight and both moments and writing three) at the copy bandwidth "
+        "measured here (NumPy, 256 MiB, one core, best of 5).",
         "- **accuracy**: pipeline = `reports/eval/<head>/metrics.json` (its early stopping keeps the best epoch's "
         "weights); usual = the model after its last epoch, on the same test images.",
         "- **no-op / one-head change**: `dvc repro` right after the full run; then with heads.gap.learning_rate halved. "
@@ -84,6 +103,37 @@ def benchmark_markdown(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _rest_section(results: dict) -> list[str]:
+    fixed, decoding, rates, pipeline = results["fixed_cost"], results["decoding"], results["machine_rates"], results["pipeline"]
+    return [
+        "## What remains beside the trunk pass",
+        "",
+        f"Fixed cost: **{fixed['seconds']:.1f} s** of the {pipeline['seconds']:.1f} s `dvc repro -f` "
+        f"({results['ratios']['fixed_over_import']:.1f}× one `import tensorflow, keras`, {results['import_tensorflow_seconds']:.2f} s "
+        f"here); the trunk pass and the heads' `fit` are the other {fixed['work_seconds']:.1f} s.",
+        "",
+        *_table(["stage", "seconds in `dvc repro -f`", "its own work", "fixed cost"], [
+            [stage, f"{pipeline['stages'][stage]['seconds']:.1f}", _own_seconds(stage, pipeline), f"{seconds:.1f}"]
+            for stage, seconds in fixed["stages"].items()
+        ]),
+        "",
+        f"Decoding: **{decoding['images_per_second']} img/s** through the input pipeline on {decoding['cores']} cores; "
+        f"one core, one image after another: {decoding['single_core_images_per_second']} img/s; "
+        f"**{decoding['efficiency']:.0%}** of cores × one core.",
+        "",
+        f"Head training, per epoch, against its roofline (this machine: {rates['matmul_gflops']} GFLOP/s float32 matrix "
+        f"multiply, {rates['copy_gb_per_second']} GB/s copy bandwidth):",
+        "",
+        *_table(["head", "params", "train rows", "steps", "GFLOP", "MiB moved", "arithmetic s", "memory s", "roofline s",
+                 "measured s", "× roofline"], [
+            [head, f"{h['params']:,}", h["train_rows"], h["steps_per_epoch"], h["gflop_per_epoch"], h["mib_per_epoch"],
+             h["arithmetic_seconds"], h["memory_seconds"], h["roofline_seconds"], h["seconds_per_epoch"], h["over_roofline"]]
+            for head, h in results["head_training"].items()
+        ]),
+        "",
+    ]
 
 
 def _accuracy_section(results: dict) -> list[str]:

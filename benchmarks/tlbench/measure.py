@@ -5,10 +5,13 @@
  one head   heads.gap.learning_rate halved in params.yaml, then `dvc repro`;
  floor      one forward pass of the frozen trunk over every image, as the features
             stage runs it (same tf.data input, batch size, no XLA), after one warm-up
-            batch; it reads the images and manifest the pipeline's split stage made;
+            batch, in the precision the stage chose and in float32; it reads the images
+            and manifest the pipeline's split stage made;
  usual      both heads trained end to end with the frozen trunk inside the model
             (images decoded and passed through the trunk every epoch, as in the Keras
-            transfer-learning guide), for the epochs the pipeline ran for each head;
+            transfer-learning guide), for the epochs the pipeline ran for each head, the
+            trunk in the precision the features stage chose;
+ the rest   start-up, decoding and head training against its roofline (costs.py);
  peak RSS   the features and train stage commands run again, alone. Last, because it
             rewrites the pipeline's outputs behind DVC's back.
 """
@@ -29,8 +32,10 @@ from tlpipe.data.inputs import image_batches
 from tlpipe.data.manifest import SPLITS, class_names, read_manifest, split_rows
 from tlpipe.model.fitting import fit_classifier
 from tlpipe.model.heads import assemble, build_head
+from tlpipe.model.precision import FLOAT32, dtype_policy
 from tlpipe.model.trunks import build_trunk
 
+from . import costs
 from .commands import RSS_COMMANDS, timed_run
 
 CORE_STAGES = ("features", "train@flatten", "train@gap")  # what produces two trained heads
@@ -58,6 +63,10 @@ def benchmark(project: Path, config: Config, usual: bool = True) -> dict:
         "peak_rss_mib": round(repro.max_rss_mib, 1),
     }
     say(f"   {repro.seconds:.1f} s: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in stages.items()))
+    rates = costs.machine_rates()
+    rooflines = costs.head_rooflines(config, rates)  # from this run's training figures, before a head re-runs
+    say(f"   heads' seconds per epoch: " + ", ".join(f"{head} {r['seconds_per_epoch']} ({r['over_roofline']}x roofline)"
+                                                    for head, r in rooflines.items()))
 
     say("no-op: dvc repro")
     noop = timed_run(project, "dvc", "repro")
@@ -66,17 +75,31 @@ def benchmark(project: Path, config: Config, usual: bool = True) -> dict:
     testing.write_params(PARAMS_FILE, testing.params_with(PARAMS_FILE, **{"heads.gap.learning_rate": old_rate / 2}))
     one_head = timed_run(project, "dvc", "repro")
 
-    say("floor: one trunk pass over every image")
     manifest = read_manifest()
-    trunk = build_trunk(config.trunk)
-    trunk.compile(jit_compile=False)  # as the features stage
+    precision = features["precision"]
+    say(f"floor: one trunk pass over every image, in {precision} (the features stage's choice)")
+    trunk = trunk_in(config, precision)
     floor = trunk_pass(trunk, manifest["path"], config)
     say(f"   {floor['seconds']:.1f} s, {floor['images_per_second']} img/s")
+    floor_float32 = floor
+    if precision != FLOAT32:
+        say("floor in float32")
+        floor_float32 = trunk_pass(trunk_in(config, FLOAT32), manifest["path"], config)
+        say(f"   {floor_float32['seconds']:.1f} s, {floor_float32['images_per_second']} img/s")
+
+    say("decoding: the input pipeline alone, and one core")
+    decoding = costs.decoding(manifest["path"], config)
+    say(f"   {decoding['images_per_second']} img/s on {decoding['cores']} cores; one core "
+        f"{decoding['single_core_images_per_second']} img/s ({100 * decoding['efficiency']:.0f}% of cores x one core)")
+    say("import tensorflow, keras: 3 times")
+    import_seconds = costs.import_tensorflow_seconds(project)
+    fixed = costs.fixed_costs(pipeline)
 
     if usual:
-        say("usual approach: trunk inside the model, both heads")
+        say(f"usual approach: trunk inside the model, both heads, in {precision}")
         usual_heads = {head: usual_approach(head, trunk, manifest, config, heads[head]["epochs_run"]) for head in HEAD_NAMES}
-        usual = {"seconds": round(sum(head["fit_seconds"] for head in usual_heads.values()), 2), "heads": usual_heads}
+        usual = {"seconds": round(sum(head["fit_seconds"] for head in usual_heads.values()), 2), "heads": usual_heads,
+                 "precision": precision}
     else:
         usual = None
 
@@ -86,8 +109,14 @@ def benchmark(project: Path, config: Config, usual: bool = True) -> dict:
         pipeline["stages"][stage].update(alone_seconds=round(alone.seconds, 2), peak_rss_mib=round(alone.max_rss_mib, 1))
 
     return {
-        "floor": floor,
+        "floor": {**floor, "precision": precision},
+        "floor_float32": floor_float32,
         "pipeline": pipeline,
+        "import_tensorflow_seconds": import_seconds,
+        "fixed_cost": fixed,
+        "decoding": decoding,
+        "machine_rates": rates,
+        "head_training": rooflines,
         "usual": usual,
         "accuracy": usual and {
             head: {
@@ -109,6 +138,8 @@ def benchmark(project: Path, config: Config, usual: bool = True) -> dict:
             "core_over_floor": round(pipeline["core_seconds"] / floor["seconds"], 2),
             "usual_over_pipeline": usual and round(usual["seconds"] / repro.seconds, 2),
             "usual_over_core": usual and round(usual["seconds"] / pipeline["core_seconds"], 2),
+            "floor_over_float32_floor": round(floor["seconds"] / floor_float32["seconds"], 3),
+            "fixed_over_import": round(fixed["seconds"] / import_seconds, 2),
         },
     }
 
@@ -123,6 +154,14 @@ def pipeline_head(head: str) -> dict:
         "train_own_seconds": training["train_seconds"],
         "accuracy": round(evaluation["accuracy"], 4),
     }
+
+
+def trunk_in(config: Config, precision: str) -> keras.Model:
+    """The trunk as the features stage builds it, under `precision`, compiled without XLA."""
+    with dtype_policy(precision):
+        trunk = build_trunk(config.trunk)
+    trunk.compile(jit_compile=False)
+    return trunk
 
 
 def batches_for(config: Config, batch_size: int) -> functools.partial:

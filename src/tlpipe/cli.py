@@ -1,6 +1,6 @@
 """The `tlpipe` command: `tlpipe <stage> [head]` runs one pipeline stage, as dvc.yaml does.
 
-  tlpipe fetch | split | features | report
+  tlpipe source | fetch | split | features | report
   tlpipe train {flatten,gap} | finetune {flatten,gap} | export {flatten,gap}
   tlpipe sweep --param trunk.image_size 48 64 96   (tlpipe.sweep: DVC experiments, not a stage)
   tlpipe predict PATH... [--model models/gap.keras] [--top-k 3] [--out predictions.csv]
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tlpipe.errors import UserError, run_stage
 
-STAGES = ("fetch", "split", "features", "train", "finetune", "robustness", "export", "report")
+STAGES = ("source", "fetch", "split", "features", "train", "finetune", "robustness", "export", "report")
 COMMANDS = ("sweep", "predict")
 USAGE = f"usage: tlpipe {{{','.join((*STAGES, *COMMANDS))}}} [head | options]"
 DEFAULT_MODEL = Path("models/gap.keras")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, WrapValidator, field_validator, model_validator
 
 from tlpipe.errors import UserError
 
@@ -20,6 +20,7 @@ PARAMS_FILE = Path("params.yaml")
 HEAD_NAMES = ("flatten", "gap")
 
 # Where each stage writes; dvc.yaml names the same paths.
+SOURCE_FILE = Path("data/source.json")
 RAW_DIR = Path("data/raw")
 MANIFEST = Path("data/split/manifest.csv")
 FEATURES_DIR = Path("data/features")
@@ -39,9 +40,29 @@ ROBUSTNESS_REPORT = REPORTS_DIR / "robustness.json"
 DATA_REPORT = REPORTS_DIR / "data.md"
 DATA_FILES = REPORTS_DIR / "data_files.csv"
 
+# Every number in params.yaml has a lower and an upper bound (tests/test_config.py checks that), so a
+# value its consumer cannot take fails here, in one line, before any stage starts work.
+MAX_SEED = 2**32 - 1  # NumPy and TensorFlow (keras.utils.set_random_seed) take seeds 0 to 2**32 - 1
+MAX_EPOCHS = 100_000
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+Share = Annotated[float, Field(ge=0, le=1)]
+LearningRate = Annotated[float, Field(gt=0, le=1)]
+Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+BatchSize = Annotated[int, Field(ge=1, le=65_536)]  # images (or feature rows) per step
+Width = Annotated[int, Field(ge=1, le=65_536)]  # units of a hidden Dense layer
+# A count that is an int in params.yaml (4, not 4.0 or true) where a union also takes names.
+StrictCount = Annotated[int, Strict()]
+
+
+def _one_error(message: str) -> WrapValidator:
+    """The field's own checks, failing with one error naming the key, not one per member of a union."""
+    def validate(value, handler):
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(message) from None
+    return WrapValidator(validate)
 
 
 class _Section(BaseModel):
@@ -52,9 +73,9 @@ class _Section(BaseModel):
 class DatasetConfig(_Section):
     url: str = Field(min_length=1)
     sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
-    max_files: PositiveInt = 1_000_000
-    max_bytes: PositiveInt = 50 * 2**30
-    max_pixels: PositiveInt = 89_478_485  # Pillow's own default limit
+    max_files: Annotated[int, Field(ge=1, le=10**9)] = 1_000_000
+    max_bytes: Annotated[int, Field(ge=1, le=2**50)] = 50 * 2**30  # at most 1 PiB
+    max_pixels: Annotated[int, Field(ge=1, le=2**32)] = 89_478_485  # Pillow's own default limit; at most 65536 x 65536
 
     @field_validator("url")
     @classmethod
@@ -70,7 +91,7 @@ class DatasetConfig(_Section):
 class SplitConfig(_Section):
     val: Fraction
     test: Fraction
-    max_skipped_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
+    max_skipped_fraction: Share = 0.05
 
     @model_validator(mode="after")
     def _leaves_training_images(self):
@@ -84,7 +105,7 @@ class TrunkConfig(_Section):
     weights: str
     image_size: Annotated[int, Field(ge=32, le=1024)]
     output_layer: str = ""
-    batch_size: PositiveInt = 32
+    batch_size: BatchSize = 32
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
 
     @field_validator("weights")
@@ -102,11 +123,11 @@ class TrunkConfig(_Section):
 
 
 class HeadConfig(_Section):
-    hidden: list[PositiveInt]
+    hidden: list[Width]
     dropout: Annotated[float, Field(ge=0, lt=1)]
-    learning_rate: Annotated[float, Field(gt=0, le=1)]
-    epochs: PositiveInt
-    batch_size: PositiveInt
+    learning_rate: LearningRate
+    epochs: Epochs
+    batch_size: BatchSize
 
 
 class HeadsConfig(_Section):
@@ -115,7 +136,7 @@ class HeadsConfig(_Section):
 
 
 class TrainConfig(_Section):
-    patience: PositiveInt
+    patience: Epochs
     jit_compile: bool = False
     repeats: Annotated[int, Field(ge=1, le=20)] = 3  # as in params.yaml: a spread needs more than one run
     calibrate: bool = False
@@ -138,8 +159,8 @@ class AugmentLayerConfig(_Section):
 
 class AugmentConfig(_Section):
     layers: list[AugmentLayerConfig]
-    seed: NonNegativeInt
-    views: NonNegativeInt
+    seed: Seed
+    views: Annotated[int, Field(ge=0, le=100)]  # the trunk runs 1 + views times over the training split
 
     @model_validator(mode="after")
     def _pipeline_sets_some_args(self):
@@ -159,9 +180,9 @@ class AugmentConfig(_Section):
 
 
 class RayConfig(_Section):
-    actors: NonNegativeInt = 0  # 0: one per GPU (gpus_per_actor each) where the cluster has GPUs, else one per node
-    cpus_per_actor: Annotated[float, Field(gt=0)] = 1.0
-    gpus_per_actor: Annotated[float, Field(gt=0)] = 1.0  # used only where the cluster has GPUs
+    actors: Annotated[int, Field(ge=0, le=10_000)] = 0  # 0: one per GPU (gpus_per_actor each) where the cluster has GPUs, else one per node
+    cpus_per_actor: Annotated[float, Field(gt=0, le=1024)] = 1.0
+    gpus_per_actor: Annotated[float, Field(gt=0, le=16)] = 1.0  # used only where the cluster has GPUs
 
 
 class FeaturesConfig(_Section):
@@ -170,30 +191,22 @@ class FeaturesConfig(_Section):
 
 
 class FinetuneConfig(_Section):
-    epochs: NonNegativeInt
-    from_layer: int | str
-    learning_rate: Annotated[float, Field(gt=0, le=1)]
-    batch_size: PositiveInt
-    patience: PositiveInt
+    epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)]  # 0: off
+    from_layer: Annotated[
+        Annotated[StrictCount, Field(ge=1, le=1000)] | Annotated[str, Field(min_length=1)],
+        _one_error("must be the name of the first trunk layer to unfreeze, or a number of top layers (1 to 1000)"),
+    ]
+    learning_rate: LearningRate
+    batch_size: BatchSize
+    patience: Epochs
     augment: bool
-
-    @field_validator("from_layer", mode="plain")  # plain: one error naming the key, not one per union member
-    @classmethod
-    def _layer_name_or_count(cls, from_layer):
-        if isinstance(from_layer, str) and from_layer or type(from_layer) is int and from_layer > 0:
-            return from_layer
-        raise ValueError("must be the name of the first trunk layer to unfreeze, or a number of top layers (1 or more)")
 
 
 class RuntimeConfig(_Section):
-    devices: Literal["auto", "cpu", "all"] | PositiveInt = "auto"
-
-    @field_validator("devices", mode="plain")  # plain: one error naming the key, not one per union member
-    @classmethod
-    def _setting_or_count(cls, devices):
-        if devices in ("auto", "cpu", "all") or type(devices) is int and devices > 0:
-            return devices
-        raise ValueError("must be auto, cpu, all or a number of devices (1 or more)")
+    devices: Annotated[
+        Literal["auto", "cpu", "all"] | Annotated[StrictCount, Field(ge=1, le=1024)],
+        _one_error("must be auto, cpu, all or a number of devices (1 to 1024)"),
+    ] = "auto"
 
 
 class ReportConfig(_Section):
@@ -217,7 +230,7 @@ class ExportConfig(_Section):
 
 
 class Config(_Section):
-    seed: int
+    seed: Seed
     dataset: DatasetConfig
     split: SplitConfig
     trunk: TrunkConfig
@@ -230,6 +243,14 @@ class Config(_Section):
     report: ReportConfig = ReportConfig()
     robustness: RobustnessConfig = RobustnessConfig()
     export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _every_run_has_a_seed(self):
+        # Training run r seeds with seed + r (tlpipe.stages.train), and each of those must be a valid seed.
+        if self.seed + self.train.repeats - 1 > MAX_SEED:
+            raise ValueError(f"seed = {self.seed}: with train.repeats = {self.train.repeats} the runs seed up to seed + "
+                             f"{self.train.repeats - 1}, above {MAX_SEED}; lower seed or train.repeats")
+        return self
 
     @model_validator(mode="after")
     def _finetune_augmentation_needs_layers(self):

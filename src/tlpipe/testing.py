@@ -18,7 +18,7 @@ import yaml
 
 from tlpipe.config import load_config
 
-PROJECT_FILES = ("dvc.yaml", ".gitignore", ".dvcignore")
+PROJECT_FILES = ("dvc.yaml", ".gitignore", ".dvcignore", "scripts/stage")
 RUNNING_STAGE = re.compile(r"Running stage '([^']+)'")
 
 
@@ -41,10 +41,10 @@ def write_params(path: Path, params: dict) -> Path:
 
 
 def copy_project(repo: Path, destination: Path, params: dict) -> Path:
-    """A committed git + DVC copy of `repo`'s pipeline (dvc.yaml, src/) at `destination`, with `params`."""
-    destination.mkdir(parents=True, exist_ok=True)
+    """A committed git + DVC copy of `repo`'s pipeline (dvc.yaml, scripts/stage, src/) at `destination`, with `params`."""
     for name in PROJECT_FILES:
-        shutil.copy(repo / name, destination / name)
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / name, destination / name)  # with its mode: scripts/stage stays executable
     shutil.copytree(repo / "src", destination / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     load_config(write_params(destination / "params.yaml", params))  # a bad option stops here, in one line
     run(destination, "git", "init", "-q", "--initial-branch", "main")

@@ -2,6 +2,7 @@
 http(s):// URL; downloaded with retries, checked against its sha256 and extracted safely."""
 
 import lzma
+import socket
 import tarfile
 import time
 import urllib.error
@@ -18,6 +19,8 @@ from tlpipe.errors import UserError
 from tlpipe.files import CHUNK_BYTES, sha256_of
 
 DOWNLOAD_TRIES = 4
+# The response headers that identify a URL's content (DVC tracks http(s) dependencies by the same).
+IDENTITY_HEADERS = ("ETag", "Last-Modified", "Content-Length")
 # What zipfile, tarfile and the decompressors raise on a truncated or corrupt archive.
 CORRUPT_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.ReadError, EOFError, zlib.error, lzma.LZMAError)
 
@@ -34,33 +37,69 @@ def local_path(url: str) -> Path | None:
 
 
 def download(url: str, destination: Path) -> Path:
-    """Stream url to destination, retrying transient failures (timeouts, 5xx) with backoff."""
-    for attempt in range(1, DOWNLOAD_TRIES + 1):
+    """Stream url to destination, retrying transient failures."""
+
+    def attempt() -> Path:
+        with urllib.request.urlopen(url, timeout=60) as response, open(destination, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            received = 0
+            with tqdm(total=total, unit="B", unit_scale=True, desc="download", disable=None) as progress:
+                while chunk := response.read(CHUNK_BYTES):
+                    out.write(chunk)
+                    received += len(chunk)
+                    progress.update(len(chunk))
+            if total is not None and received != total:
+                raise urllib.error.URLError(f"connection closed after {received} of {total} bytes")
+        return destination
+
+    return _with_retries(url, attempt)
+
+
+def remote_identity(url: str) -> dict[str, str]:
+    """What the server says identifies url's content now (a HEAD request, retried as a download is):
+    those of its ETag, Last-Modified and Content-Length headers that it sends."""
+
+    def attempt() -> dict[str, str]:
+        # urllib follows a redirect with a GET; closed unread, that transfers only what is in flight.
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as response:
+            return {name: response.headers[name] for name in IDENTITY_HEADERS if name in response.headers}
+
+    return _with_retries(url, attempt)
+
+
+def _with_retries(url: str, attempt):
+    """attempt(), retried with backoff on transient failures (timeouts, 5xx, dropped connections);
+    what still fails raises a UserError naming dataset.url and the cause."""
+    for tries in range(1, DOWNLOAD_TRIES + 1):
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(destination, "wb") as out:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                received = 0
-                with tqdm(total=total, unit="B", unit_scale=True, desc="download", disable=None) as progress:
-                    while chunk := response.read(CHUNK_BYTES):
-                        out.write(chunk)
-                        received += len(chunk)
-                        progress.update(len(chunk))
-                if total is not None and received != total:
-                    raise urllib.error.URLError(f"connection closed after {received} of {total} bytes")
-            return destination
-        except urllib.error.HTTPError as error:
-            if error.code < 500 or attempt == DOWNLOAD_TRIES:
-                raise UserError(f"dataset.url = {url!r}: HTTP {error.code} {error.reason}") from None
-            reason = f"HTTP {error.code}"
+            return attempt()
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-            if attempt == DOWNLOAD_TRIES:
-                raise UserError(f"dataset.url = {url!r}: download failed after {attempt} tries: {error}") from None
-            reason = str(error)
-        destination.unlink(missing_ok=True)
-        wait = 2 ** (attempt - 1)
-        print(f"fetch: {reason}; retrying in {wait} s")
+            # An HTTPError is a URLError: a 4xx answer is final, a 5xx one may pass.
+            final = isinstance(error, urllib.error.HTTPError) and error.code < 500
+            if final or tries == DOWNLOAD_TRIES:
+                raise _request_failed(url, error, tries) from None
+            reason = _cause(error)
+        wait = 2 ** (tries - 1)
+        print(f"dataset.url: {reason}; retrying in {wait} s")
         time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def _request_failed(url: str, error: Exception, tries: int) -> UserError:
+    after = f" (after {tries} tries)" if tries > 1 else ""
+    return UserError(f"dataset.url = {url!r}: {_cause(error)}{after}; check the URL or your network, then run dvc repro again")
+
+
+def _cause(error: Exception) -> str:
+    """Why a request failed, in a few words: 'HTTP 404 Not Found', 'connection refused', 'name not resolved'."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error  # URLError wraps the socket's error
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return "name not resolved"
+    return str(reason)
 
 
 def verify_sha256(archive: Path, dataset: DatasetConfig) -> None:

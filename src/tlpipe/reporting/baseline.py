@@ -1,9 +1,15 @@
-"""The baseline a report compares against: reports/metrics.json as committed at a git revision."""
+"""The baseline a report compares against: reports/metrics.json as committed at a git revision,
+and what a run's metrics were measured on, recorded there so that a later run can tell whether
+its baseline is comparable."""
 
+import hashlib
 import json
 import subprocess
 
-from tlpipe.config import REPORTS_DIR
+import pandas as pd
+
+from tlpipe.config import REPORTS_DIR, Config
+from tlpipe.data.manifest import class_names
 
 PIPELINE_INPUTS = ("params.yaml", "dvc.yaml", "src")
 
@@ -38,3 +44,20 @@ def committed_metrics(revision: str) -> tuple[str, dict] | None:
         return commit, json.loads(text)
     except json.JSONDecodeError:
         return None
+
+
+def measured_on(config: Config, manifest: pd.DataFrame) -> dict:
+    """The identity of what a run measured: the dataset (its declared source and the content the
+    split stage found), the classes, the test split, and the trunk the heads ran on."""
+    return {
+        "dataset": {"url": config.dataset.url, "sha256": config.dataset.sha256, "content_sha256": _images_hash(manifest)},
+        "classes": class_names(manifest),
+        "test_split_sha256": _images_hash(manifest[manifest["split"] == "test"]),
+        "trunk": {"name": config.trunk.name, "image_size": config.trunk.image_size},
+    }
+
+
+def _images_hash(rows: pd.DataFrame) -> str:
+    """sha256 over the images' paths, labels and file hashes, in path order (manifest order aside)."""
+    table = rows.sort_values("path")[["path", "label", "sha256"]].to_csv(index=False)
+    return hashlib.sha256(table.encode()).hexdigest()

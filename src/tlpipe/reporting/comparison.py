@@ -82,18 +82,51 @@ def _noise_mark(key: str, now: dict, then: dict, change: float, show_change) -> 
     return f" ({'beyond' if abs(change) > margin else 'within'} ±{show_change(margin).lstrip('+')})"
 
 
-def changes_markdown(metrics: dict, revision: str, baseline: tuple[str, dict] | None) -> list[str]:
+def _listed(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _differences(now: dict, then: dict, test_images_now: int, test_images_then: int) -> list[str]:
+    """What the baseline was measured on that this run was not (tlpipe.reporting.baseline.measured_on)."""
+    differences = []
+    if now["dataset"]["content_sha256"] != then["dataset"]["content_sha256"]:
+        url = then["dataset"]["url"]
+        differences.append(f"another dataset (`{url}`)" if url != now["dataset"]["url"] else f"another version of `{url}`")
+    if now["classes"] != then["classes"]:
+        if len(now["classes"]) != len(then["classes"]):
+            differences.append(f"other classes ({len(then['classes'])} vs {len(now['classes'])})")
+        else:
+            then_only = sorted(set(then["classes"]) - set(now["classes"]))
+            now_only = sorted(set(now["classes"]) - set(then["classes"]))
+            differences.append(f"other classes ({', '.join(then_only)} instead of {', '.join(now_only)})")
+    if now["test_split_sha256"] != then["test_split_sha256"]:
+        differences.append(f"another test split ({test_images_then} test images then, {test_images_now} now)")
+    return differences
+
+
+def _trunk(trunk: dict) -> str:
+    return f"{trunk['name']} at {trunk['image_size']} px"
+
+
+def changes_markdown(metrics: dict, measured_on: dict, revision: str, baseline: tuple[str, dict] | None) -> list[str]:
     """For each head and metric: the value now, the baseline's, and the change, quality changes
-    marked within or beyond the noise (NOISE_RULE)."""
+    marked within or beyond the noise (NOISE_RULE); no changes where the baseline measured
+    something else (its dataset, classes or test split differ, or it does not say)."""
     if baseline is None:
         return [f"No baseline: `{revision}` has no committed `reports/metrics.json`."]
     commit, before = baseline
-    sizes = {head: (metrics[head]["test_images"], before.get(head, {}).get("test_images")) for head in HEAD_NAMES}
-    if any(now != then for now, then in sizes.values()):
-        counts = ", ".join(f"{TITLES[head]} {then} then, {now} now" for head, (now, then) in sizes.items())
-        return [f"Against `{revision}` (commit `{commit}`): not comparable, its test split differs ({counts} test images); no deltas shown."]
+    then = before.get("measured_on")
+    if then is None:
+        return [f"Against `{revision}` (commit `{commit}`): its `reports/metrics.json` does not record what it was measured on "
+                "(dataset, classes, test split), so it cannot be compared: no deltas shown."]
+    first = HEAD_NAMES[0]  # both heads are evaluated on the same test split
+    differences = _differences(measured_on, then, metrics[first]["test_images"], before[first]["test_images"])
+    if differences:
+        return [f"Against `{revision}` (commit `{commit}`): the baseline was measured on {_listed(differences)}: no deltas shown."]
+    # Another trunk on the same data is an experiment the deltas measure; the line says so.
+    trunks = "" if then["trunk"] == measured_on["trunk"] else f"; trunk {_trunk(then['trunk'])} then, {_trunk(measured_on['trunk'])} now"
     header = "| metric | " + " | ".join(f"{TITLES[head]} | baseline | change" for head in HEAD_NAMES) + " |"
-    lines = [f"Against `{revision}` (commit `{commit}`). {NOISE_RULE} Timings: `reports/cost.json` and the Cost table.",
+    lines = [f"Against `{revision}` (commit `{commit}`{trunks}). {NOISE_RULE} Timings: `reports/cost.json` and the Cost table.",
              "", header, "|---|" + "---:|---:|---:|" * len(HEAD_NAMES)]
     for key, label, show, show_change, judged in CHANGES:
         cells = []
@@ -159,7 +192,8 @@ def calibration_sentence(metrics: dict) -> str:
     return sentence
 
 
-def comparison_markdown(config: Config, features: dict, metrics: dict, paired: dict, revision: str, baseline, finetuned: dict) -> str:
+def comparison_markdown(config: Config, features: dict, metrics: dict, measured_on: dict, paired: dict, revision: str, baseline,
+                        finetuned: dict) -> str:
     heads = [metrics[head] for head in HEAD_NAMES]
     trunk, sizes = config.trunk, features["split_sizes"]
     shape = "×".join(str(size) for size in features["feature_shape"])
@@ -184,7 +218,7 @@ def comparison_markdown(config: Config, features: dict, metrics: dict, paired: d
         "",
         "## Change against the baseline",
         "",
-        *changes_markdown(metrics, revision, baseline),
+        *changes_markdown(metrics, measured_on, revision, baseline),
         "",
         "Data: [data report](data.md).",
     ]

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 
 from tlpipe.data.images import open_rgb  # noqa: E402
 from tlpipe.files import save_atomically  # noqa: E402
+from tlpipe.reporting import fonts  # noqa: E402, F401  (the plots' fonts: class names in any script)
 
 TOP_PAIRS = 5
 GRID_IMAGES = 9

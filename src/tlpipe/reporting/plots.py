@@ -7,6 +7,7 @@ from matplotlib.figure import Figure  # no pyplot: files only, no display or glo
 
 from tlpipe.config import EVAL_REPORTS_DIR, HEAD_NAMES, TRAIN_REPORTS_DIR
 from tlpipe.files import save_atomically
+from tlpipe.reporting import fonts  # noqa: F401  (the plots' fonts: class names in any script)
 from tlpipe.reporting.comparison import TITLES
 
 

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from tlpipe.config import HEAD_NAMES  # noqa: E402
 from tlpipe.files import save_atomically, write_text  # noqa: E402
+from tlpipe.reporting import fonts  # noqa: E402, F401  (the plots' fonts: class names in any script)
 
 
 def first_dense_growth(results: list, head: str) -> list[float]:

@@ -7,21 +7,26 @@ Reads what the features, train and finetune stages wrote under reports/ and writ
   reports/heads.csv        one row per head (parameters, accuracy): DVC's scatter plot
   reports/export.md        each head's exports against its Keras model (stage export@<head>)
 
+reports/metrics.json also records what was measured (the dataset, classes, test split and trunk).
 When a baseline exists (report.baseline), comparison.md also shows each metric's
-change against the reports/metrics.json committed at that git revision.
+change against the reports/metrics.json committed at that git revision, where that
+baseline was measured on the same dataset, classes and test split.
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
 from tlpipe.config import RAW_DIR, ROBUSTNESS_REPORT, EVAL_REPORTS_DIR, EXPORT_REPORT, EXPORT_REPORTS_DIR, FINETUNE_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
+from tlpipe.data.manifest import read_manifest
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import write_json, write_text
-from tlpipe.reporting.baseline import committed_metrics, resolve_revision
+from tlpipe.reporting.baseline import committed_metrics, measured_on, resolve_revision
 from tlpipe.reporting.comparison import comparison_markdown, verdict
 from tlpipe.reporting.export_report import export_markdown
+from tlpipe.reporting.fonts import font_warning
 from tlpipe.reporting.mistakes import mistakes_markdown, plot_disagreements, plot_top_losses
 from tlpipe.reporting.plots import plot_confusion_matrix, plot_params_vs_accuracy, plot_reliability, plot_training_curves
 from tlpipe.reporting.robustness import robustness_markdown
@@ -38,14 +43,20 @@ def main() -> None:
     metrics = {head: head_metrics(head) for head in HEAD_NAMES}
     predictions = {head: pd.read_csv(EVAL_REPORTS_DIR / head / "predictions.csv") for head in HEAD_NAMES}
     paired = paired_comparison(predictions)
+    identity = measured_on(config, read_manifest())
     revision = resolve_revision(config.report.baseline)
     baseline = committed_metrics(revision)
     quality = {head: {key: value for key, value in figures.items() if key not in COST_KEYS} for head, figures in metrics.items()}
-    write_json(REPORTS_DIR / "metrics.json", {**quality, "flatten_vs_gap": paired})
+    write_json(REPORTS_DIR / "metrics.json", {**quality, "flatten_vs_gap": paired, "measured_on": identity})
     write_json(REPORTS_DIR / "cost.json", {head: {key: metrics[head][key] for key in COST_KEYS} for head in HEAD_NAMES})
     heads = pd.DataFrame([{"head": head, **{key: metrics[head][key] for key in PLOTTED}} for head in HEAD_NAMES])
     write_text(REPORTS_DIR / "heads.csv", heads.to_csv(index=False))
     PLOTS_DIR.mkdir(parents=True, exist_ok=True)
+    labels = pd.concat(predictions.values())[["actual", "predicted"]].astype(str)
+    missing_fonts = font_warning(sorted(set(labels.to_numpy().ravel())))
+    if missing_fonts:  # this one line, instead of matplotlib's per missing glyph
+        print(f"report: {missing_fonts}")
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
     plot_training_curves(PLOTS_DIR / "training_curves.png")
     for head in HEAD_NAMES:
         plot_confusion_matrix(head, PLOTS_DIR / f"confusion_{head}.png")
@@ -55,7 +66,7 @@ def main() -> None:
     for head in HEAD_NAMES:
         plot_top_losses(predictions[head], RAW_DIR, head, PLOTS_DIR / f"top_losses_{head}.png")
     plot_disagreements(predictions, RAW_DIR, PLOTS_DIR / "disagreements.png")
-    comparison = comparison_markdown(config, features, metrics, paired, revision, baseline, finetuned)
+    comparison = comparison_markdown(config, features, metrics, identity, paired, revision, baseline, finetuned)
     sections = [*robustness_markdown(_read_json(ROBUSTNESS_REPORT)), *mistakes_markdown(predictions)]
     write_text(REPORTS_DIR / "comparison.md", "\n".join([comparison, *sections]))
     write_text(EXPORT_REPORT, export_markdown({head: _read_json(EXPORT_REPORTS_DIR / f"{head}.json") for head in HEAD_NAMES}))
