@@ -174,16 +174,16 @@ class FeatureBatches(keras.utils.PyDataset):
 
     def for_fit(self, epochs: int) -> tuple["FeatureBatches | tf.data.Dataset", int | None]:
         """What fit_classifier trains on for `epochs` epochs, and its steps_per_epoch: these
-        batches from memory (in_memory) when the cached features fit IN_MEMORY_FEATURES_MIB
-        as float32, else themselves, streamed from disk."""
+        batches from memory (in_memory) when the cached (float16) features fit
+        IN_MEMORY_FEATURES_MIB, else themselves, streamed from disk."""
         features = _load_array(self.features_path, mmap_mode="r")
-        if features.size * 4 > IN_MEMORY_FEATURES_MIB * 2**20:
+        if features.nbytes > IN_MEMORY_FEATURES_MIB * 2**20:
             return self, None
         return self.in_memory(epochs), len(self)
 
     def in_memory(self, epochs: int) -> tf.data.Dataset:
         """Every batch of the next `epochs` epochs in turn, the same rows in the same order as
-        the streamed ones, from the split held in memory (float32). Draws the epochs' orders."""
+        the streamed ones, from the split held in memory. Draws the epochs' orders."""
         batches = []
         for epoch in range(epochs):
             if epoch:
@@ -192,7 +192,7 @@ class FeatureBatches(keras.utils.PyDataset):
         rows = tf.constant(np.concatenate(batches))
         sizes = np.array([len(batch) for batch in batches])
         ends = np.cumsum(sizes)
-        features = tf.constant(_load_array(self.features_path), tf.float32)
+        features = tf.constant(_load_array(self.features_path))  # float16, as streamed: the same maths
         labels = tf.constant(self.row_labels)
 
         def batch(start, end):

@@ -96,9 +96,9 @@ def fit_classifier(
     training, stopped early or not). Without, it trains exactly `epochs` epochs and
     keeps the last one's.
 
-    With `steps_per_epoch`, `train` is one dataset of every epoch's batches in turn
-    (tlpipe.cache.FeatureBatches.in_memory): each epoch takes the next that many, all in one
-    compiled call (steps_per_execution), which saves the per-step Python and dispatch.
+    With `steps_per_epoch` (a FeatureBatches' length, or a dataset of every epoch's batches in
+    turn: tlpipe.cache.FeatureBatches.in_memory), each epoch's steps run in one compiled call
+    (steps_per_execution), which saves the per-step Python and dispatch; the same maths.
 
     With `backup` = (folder, key), every finished epoch is backed up in that folder
     (Resumption), and a fit killed midway resumes from its last finished epoch when

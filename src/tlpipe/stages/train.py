@@ -1,8 +1,7 @@
 """Stage `train@<head>`: train one head on the cached trunk features, then evaluate it.
 
-The training features are held in memory when they fit IN_MEMORY_FEATURES_MIB, else
-they come from disk batch by batch (tlpipe.cache.FeatureBatches), so memory does not
-grow with the dataset; the same batches in the same order either way. Early stopping on validation loss keeps
+The features come from disk batch by batch (tlpipe.cache.FeatureBatches), so
+memory does not grow with the dataset. Early stopping on validation loss keeps
 the best epoch's weights (tlpipe.model.fitting). The head trains train.repeats
 times with consecutive seeds; every run's figures go to the training summary and
 the run with the median validation loss is kept. That head is then put on the
@@ -71,15 +70,14 @@ def train_runs(head_name: str, config, meta: dict, rows: np.ndarray | None) -> t
         seed = config.seed + run
         keras.utils.set_random_seed(seed)
         train_batches = FeatureBatches("train", head_config.batch_size, shuffle_seed=seed, rows=rows)
-        train, steps_per_epoch = train_batches.for_fit(head_config.epochs)
         head = build_head(head_name, tuple(meta["feature_shape"]), len(meta["classes"]), head_config)
         fit = fit_classifier(
-            head, train, val_batches,
+            head, train_batches, val_batches,
             learning_rate=head_config.learning_rate,
             epochs=head_config.epochs,
             patience=config.train.patience,
             jit_compile=config.train.jit_compile,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=len(train_batches),  # one compiled call per epoch
         )
         predicted = np.argmax(head.predict(test_batches, verbose=0), axis=1)
         test = classification_metrics(test_batches.labels, predicted, len(meta["classes"]))
