@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tlpipe.files import remove_stale_partials, replace_dir, temporary_dir_for
 
@@ -35,13 +36,42 @@ class FitResult:
         return {**asdict(self), "overfitting_gap": self.overfitting_gap, "seconds": round(self.seconds, 2)}
 
 
-def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool = False) -> None:
-    """Adam on sparse categorical cross-entropy, with accuracy."""
+@keras.saving.register_keras_serializable(package="tlpipe")
+class FusedAdam(keras.optimizers.Adam):
+    """Keras's Adam, each variable's update in TensorFlow's one fused kernel (ResourceApplyAdam).
+
+    The same maths in the same order (m, v, then var -= lr_t * m / (sqrt(v) + epsilon)),
+    but one pass over the weight, gradient and moments instead of a dozen element-wise
+    ops with temporaries: on a CPU, Keras's Adam took about half of each step of the
+    Flatten head (2.1 M parameters). Only Adam's defaults (no amsgrad) are supported.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=self._momentums[index].value.handle,
+            v=self._velocities[index].value.handle,
+            beta1_power=tf.pow(tf.cast(self.beta_1, dtype), step),
+            beta2_power=tf.pow(tf.cast(self.beta_2, dtype), step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=tf.cast(self.beta_1, dtype),
+            beta2=tf.cast(self.beta_2, dtype),
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.convert_to_tensor(gradient),
+        )
+
+
+def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool = False, steps_per_execution: int = 1) -> None:
+    """Adam (fused) on sparse categorical cross-entropy, with accuracy."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=FusedAdam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -54,6 +84,7 @@ def fit_classifier(
     epochs: int,
     patience: int | None,
     jit_compile: bool = False,
+    steps_per_epoch: int | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 2,
     backup: tuple[Path, str] | None = None,
@@ -65,11 +96,15 @@ def fit_classifier(
     training, stopped early or not). Without, it trains exactly `epochs` epochs and
     keeps the last one's.
 
+    With `steps_per_epoch` (a FeatureBatches' length, or a dataset of every epoch's batches in
+    turn: tlpipe.cache.FeatureBatches.in_memory), each epoch's steps run in one compiled call
+    (steps_per_execution), which saves the per-step Python and dispatch; the same maths.
+
     With `backup` = (folder, key), every finished epoch is backed up in that folder
     (Resumption), and a fit killed midway resumes from its last finished epoch when
     called again with the same key; the caller removes the folder once it has saved the model.
     """
-    compile_classifier(model, learning_rate, jit_compile)
+    compile_classifier(model, learning_rate, jit_compile, steps_per_epoch or 1)
     stopping = None
     if patience is not None:
         stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
@@ -77,7 +112,7 @@ def fit_classifier(
     # After EarlyStopping: it resets its state when training begins, Resumption then restores it.
     resumption = Resumption(*backup, stopping, train) if backup else EpochLogs()
     callbacks = [*callbacks, resumption]
-    model.fit(train, validation_data=val, epochs=epochs, shuffle=False, callbacks=callbacks, verbose=verbose)
+    model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False, callbacks=callbacks, verbose=verbose)
 
     logs = resumption.epoch_logs  # every epoch's, those of a run before a kill included
     best = len(logs) - 1 if stopping is None else stopping.best_epoch

@@ -77,6 +77,7 @@ def train_runs(head_name: str, config, meta: dict, rows: np.ndarray | None) -> t
             epochs=head_config.epochs,
             patience=config.train.patience,
             jit_compile=config.train.jit_compile,
+            steps_per_epoch=len(train_batches),  # one compiled call per epoch
         )
         predicted = np.argmax(head.predict(test_batches, verbose=0), axis=1)
         test = classification_metrics(test_batches.labels, predicted, len(meta["classes"]))
