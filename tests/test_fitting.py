@@ -1,4 +1,4 @@
-"""Head training from memory is the streamed training, sped up: same batches, same order, same maths."""
+"""Head training sped up (fused Adam, one compiled call per epoch) is the same training: same batches, same maths."""
 
 import keras
 import numpy as np
@@ -25,31 +25,14 @@ def cache(tmp_path):
     return tmp_path
 
 
-def trained(cache, train_from, rows=None, seed=3):
+def trained(cache, steps_per_epoch: bool, seed=3):
     keras.utils.set_random_seed(seed)
-    batches = FeatureBatches("train", HEAD.batch_size, shuffle_seed=seed, directory=cache, rows=rows)
+    batches = FeatureBatches("train", HEAD.batch_size, shuffle_seed=seed, directory=cache)
     head = build_head("flatten", SHAPE, CLASSES, HEAD)
-    train, steps_per_epoch = train_from(batches)
-    fit = fit_classifier(head, train, FeatureBatches("val", HEAD.batch_size, directory=cache), learning_rate=HEAD.learning_rate,
-                         epochs=EPOCHS, patience=None, steps_per_epoch=steps_per_epoch, verbose=0)
+    fit = fit_classifier(head, batches, FeatureBatches("val", HEAD.batch_size, directory=cache), learning_rate=HEAD.learning_rate,
+                         epochs=EPOCHS, patience=None, steps_per_epoch=len(batches) if steps_per_epoch else None,
+                         fused_adam=True, verbose=0)
     return head.get_weights(), fit
-
-
-def streamed(batches):
-    return batches, None
-
-
-@pytest.mark.xfail(strict=True, reason="work in progress: the in-memory batches train to other weights than the streamed ones, cause not found yet")
-@pytest.mark.parametrize("rows", [None, np.arange(3, 40)])
-def test_in_memory_training_gives_the_streamed_weights(cache, rows):
-    streamed_weights, streamed_fit = trained(cache, streamed, rows)
-    memory_weights, memory_fit = trained(cache, lambda batches: batches.for_fit(EPOCHS), rows)
-    for streamed_weight, memory_weight in zip(streamed_weights, memory_weights):
-        np.testing.assert_allclose(memory_weight, streamed_weight, rtol=1e-5, atol=1e-6)
-    assert memory_fit.best_val_loss == pytest.approx(streamed_fit.best_val_loss, rel=1e-5)
-    # and the comparison can see a different order: another shuffling seed moves the weights
-    other_order, _ = trained(cache, lambda batches: FeatureBatches("train", HEAD.batch_size, shuffle_seed=4, directory=cache, rows=rows).for_fit(EPOCHS), rows)
-    assert not np.allclose(other_order[0], streamed_weights[0], rtol=1e-5, atol=1e-6)
 
 
 def test_fused_adam_updates_as_keras_adam():
@@ -67,8 +50,8 @@ def test_fused_adam_updates_as_keras_adam():
 
 
 def test_one_compiled_call_per_epoch_trains_as_one_per_step(cache):
-    per_step, per_step_fit = trained(cache, streamed)
-    per_epoch, per_epoch_fit = trained(cache, lambda batches: (batches, len(batches)))
+    per_step, per_step_fit = trained(cache, steps_per_epoch=False)
+    per_epoch, per_epoch_fit = trained(cache, steps_per_epoch=True)
     for step_weight, epoch_weight in zip(per_step, per_epoch):
         np.testing.assert_array_equal(epoch_weight, step_weight)
     assert per_epoch_fit.best_val_loss == per_step_fit.best_val_loss

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tlpipe.config import FEATURES_DIR, IN_MEMORY_FEATURES_MIB
+from tlpipe.config import FEATURES_DIR
 from tlpipe.errors import UserError, summary
 from tlpipe.files import naming, write_json
 from tlpipe.model.loading import load_model_file
@@ -164,42 +164,10 @@ class FeatureBatches(keras.utils.PyDataset):
         return math.ceil(len(self.labels) / self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._batch_rows(index)
+        # Sorted, the rows of a batch are read front to back; their order within a batch does not matter.
+        rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
         features = np.load(self.features_path, mmap_mode="r")
         return features[rows], self.row_labels[rows]
-
-    def _batch_rows(self, index: int) -> np.ndarray:
-        # Sorted, the rows of a batch are read front to back; their order within a batch does not matter.
-        return np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
-
-    def for_fit(self, epochs: int) -> tuple["FeatureBatches | tf.data.Dataset", int | None]:
-        """What fit_classifier trains on for `epochs` epochs, and its steps_per_epoch: these
-        batches from memory (in_memory) when the cached (float16) features fit
-        IN_MEMORY_FEATURES_MIB, else themselves, streamed from disk."""
-        features = _load_array(self.features_path, mmap_mode="r")
-        if features.nbytes > IN_MEMORY_FEATURES_MIB * 2**20:
-            return self, None
-        return self.in_memory(epochs), len(self)
-
-    def in_memory(self, epochs: int) -> tf.data.Dataset:
-        """Every batch of the next `epochs` epochs in turn, the same rows in the same order as
-        the streamed ones, from the split held in memory. Draws the epochs' orders."""
-        batches = []
-        for epoch in range(epochs):
-            if epoch:
-                self.on_epoch_end()  # as Keras calls it after each epoch of a fit
-            batches += [self._batch_rows(index) for index in range(len(self))]
-        rows = tf.constant(np.concatenate(batches))
-        sizes = np.array([len(batch) for batch in batches])
-        ends = np.cumsum(sizes)
-        features = tf.constant(_load_array(self.features_path))  # float16, as streamed: the same maths
-        labels = tf.constant(self.row_labels)
-
-        def batch(start, end):
-            batch_rows = rows[start:end]
-            return tf.gather(features, batch_rows), tf.gather(labels, batch_rows)
-
-        return tf.data.Dataset.from_tensor_slices((ends - sizes, ends)).map(batch).prefetch(tf.data.AUTOTUNE)
 
     def on_epoch_end(self) -> None:
         if self.rng is not None:

@@ -24,9 +24,6 @@ SOURCE_FILE = Path("data/source.json")
 RAW_DIR = Path("data/raw")
 MANIFEST = Path("data/split/manifest.csv")
 FEATURES_DIR = Path("data/features")
-# The train stage holds a training split's cached (float16) features in memory when they take
-# at most this many MiB; larger ones stream from disk batch by batch.
-IN_MEMORY_FEATURES_MIB = 1024
 MODELS_DIR = Path("models")
 REPORTS_DIR = Path("reports")
 TRAIN_REPORTS_DIR = REPORTS_DIR / "train"

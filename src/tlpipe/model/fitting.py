@@ -64,10 +64,15 @@ class FusedAdam(keras.optimizers.Adam):
         )
 
 
-def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool = False, steps_per_execution: int = 1) -> None:
-    """Adam (fused) on sparse categorical cross-entropy, with accuracy."""
+def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool = False, steps_per_execution: int = 1,
+                       fused_adam: bool = False) -> None:
+    """Adam on sparse categorical cross-entropy, with accuracy.
+
+    `fused_adam` only for a model that is not saved compiled: a saved FusedAdam would need
+    tlpipe to load (the train stage saves its head assembled anew on the trunk, uncompiled).
+    """
     model.compile(
-        optimizer=FusedAdam(learning_rate),
+        optimizer=(FusedAdam if fused_adam else keras.optimizers.Adam)(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=jit_compile,
@@ -85,6 +90,7 @@ def fit_classifier(
     patience: int | None,
     jit_compile: bool = False,
     steps_per_epoch: int | None = None,
+    fused_adam: bool = False,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 2,
     backup: tuple[Path, str] | None = None,
@@ -96,15 +102,15 @@ def fit_classifier(
     training, stopped early or not). Without, it trains exactly `epochs` epochs and
     keeps the last one's.
 
-    With `steps_per_epoch` (a FeatureBatches' length, or a dataset of every epoch's batches in
-    turn: tlpipe.cache.FeatureBatches.in_memory), each epoch's steps run in one compiled call
-    (steps_per_execution), which saves the per-step Python and dispatch; the same maths.
+    With `steps_per_epoch` (a FeatureBatches' length), each epoch's steps run in one compiled
+    call (steps_per_execution), which saves the per-step Python and dispatch; the same maths.
+    `fused_adam`: see compile_classifier.
 
     With `backup` = (folder, key), every finished epoch is backed up in that folder
     (Resumption), and a fit killed midway resumes from its last finished epoch when
     called again with the same key; the caller removes the folder once it has saved the model.
     """
-    compile_classifier(model, learning_rate, jit_compile, steps_per_epoch or 1)
+    compile_classifier(model, learning_rate, jit_compile, steps_per_epoch or 1, fused_adam)
     stopping = None
     if patience is not None:
         stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
