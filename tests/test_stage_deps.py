@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from builders import REPO
+from tlpipe import testing
 
 SRC = REPO / "src"
 LAUNCHER = "scripts/stage"
@@ -113,3 +114,8 @@ def test_the_data_stages_do_not_run_tensorflow_code(stage):
     # source runs on every dvc repro, fetch and split on every new dataset: they must not pay TensorFlow's start-up.
     runs = {path.relative_to(SRC).as_posix() for path in files_run(f"tlpipe.stages.{stage}")}
     assert not runs & {"tlpipe/runtime.py", "tlpipe/cache.py", "tlpipe/data/inputs.py", "tlpipe/model/trunks.py"}
+
+
+def test_the_stages_testing_ignores_as_always_run_are_dvc_yamls_always_changed_ones():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert tuple(name for name, stage in stages.items() if stage.get("always_changed")) == testing.ALWAYS_CHANGED

@@ -69,7 +69,7 @@ def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bo
     """Adam on sparse categorical cross-entropy, with accuracy.
 
     `fused_adam` only for a model that is not saved compiled: a saved FusedAdam would need
-    tlpipe to load (the train stage saves its head assembled anew on the trunk, uncompiled).
+    tlpipe to load (the train stage saves a clone of its head, uncompiled, on the trunk).
     """
     model.compile(
         optimizer=(FusedAdam if fused_adam else keras.optimizers.Adam)(learning_rate),

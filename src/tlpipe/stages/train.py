@@ -142,7 +142,12 @@ def _log_training(live_dir: Path, runs: list[dict], kept: int, history: dict, de
 def _save_and_evaluate(head_name: str, head: keras.Model, fit: dict, kept: int, config, manifest, meta: dict, device: str) -> None:
     """Put the kept head on the cached trunk, save the full model, evaluate it on the test split."""
     classes = meta["classes"]
-    model = assemble(in_float32(load_trunk()), head)  # float32 whatever the trunk pass ran in: portable, exportable
+    # The head anew, with the trained weights but not its compiled state: a nested FusedAdam
+    # would need tlpipe to load the classifier.
+    # (clone_model compiles the clone like the original: from_config does not.)
+    saved_head = keras.Model.from_config(head.get_config())
+    saved_head.set_weights(head.get_weights())
+    model = assemble(in_float32(load_trunk()), saved_head)  # float32 whatever the trunk pass ran in: portable, exportable
     model_path = MODELS_DIR / f"{head_name}.keras"
     save_classifier(model, model_path, classes)
     print(f"train@{head_name}: kept run {kept + 1} (seed {fit['seed']}, median val loss), best epoch "
