@@ -96,7 +96,7 @@ bench: install
 		$(if $(DATASET),--dataset '$(DATASET)') $(if $(IMAGES),--generate $(IMAGES)) \
 		$(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) $(if $(TRUNK),--trunk $(TRUNK)) \
 		$(if $(WEIGHTS),--weights '$(WEIGHTS)') $(if $(OUTPUT_LAYER),--output-layer '$(OUTPUT_LAYER)') \
-		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(COMPARE),--compare '$(COMPARE)') \
+		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(REPEATS),--repeats $(REPEATS)) $(if $(COMPARE),--compare '$(COMPARE)') \
 		$(if $(filter 1,$(SKIP_USUAL)),--skip-usual) $(if $(filter 1,$(REST)),--rest)
 
 # Parameter sweeps as DVC experiments (tlpipe.sweep): one queued experiment per value, the queue

@@ -35,6 +35,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--weights", help="trunk.weights (default: params.yaml's for its own trunk, else none)")
     parser.add_argument("--output-layer", help="trunk.output_layer (default: params.yaml's for its own trunk, else '' = last layer)")
     parser.add_argument("--epochs", type=int, help="heads.*.epochs, the most each head trains (default: params.yaml's)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="train.repeats (default 1: the usual approach trains each head once, so equal epochs "
+                             "mean one run per head; params.yaml's repeats only add the spread between runs)")
     parser.add_argument("--skip-usual", action="store_true",
                         help="leave out the usual approach (it costs about 17 trunk passes at 10 epochs per head): "
                              "for the timing and peak-RSS figures of a large dataset")
@@ -103,6 +106,7 @@ def project_params(args: argparse.Namespace, work: Path) -> dict:
         overrides["trunk.output_layer"] = args.output_layer
     image_size = args.image_size or base.trunk.image_size
     overrides["trunk.image_size"] = image_size
+    overrides["train.repeats"] = args.repeats
     if args.epochs:
         overrides.update({f"heads.{head}.epochs": args.epochs for head in HEAD_NAMES})
 

@@ -33,6 +33,7 @@ def describe_setup(config: Config, dataset: str, device: str) -> dict:
         "trunk_batch_size": config.trunk.batch_size,
         "head_batch_sizes": {head: config.head(head).batch_size for head in HEAD_NAMES},
         "max_epochs": {head: config.head(head).epochs for head in HEAD_NAMES},
+        "train_repeats": config.train.repeats,
         "jit_compile_heads": config.train.jit_compile,
         "device": device,
         "cpu": cpu_model(),

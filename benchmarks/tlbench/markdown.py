@@ -24,7 +24,7 @@ def benchmark_markdown(results: dict) -> str:
         f"val {setup['split_sizes']['val']}, test {setup['split_sizes']['test']}); dataset `{setup['dataset']}`, "
         f"at {setup['image_size']}×{setup['image_size']} px; trunk {setup['trunk']} (weights `{setup['weights']}`, "
         f"output `{setup['output_layer'] or 'last layer'}`, features {'×'.join(map(str, setup['feature_shape']))}), "
-        f"batch {setup['trunk_batch_size']}. Device: {setup['device']}, {setup['cpu']} "
+        f"batch {setup['trunk_batch_size']}; {setup['train_repeats']} training run(s) per head. Device: {setup['device']}, {setup['cpu']} "
         f"(flags: {', '.join(setup['cpu_flags']) or 'none of ' + ', '.join(NOTED_FLAGS)}); {versions}. "
         f"{setup['date']}; the benchmark took {setup['bench_seconds']:.0f} s.",
         "",
