@@ -158,8 +158,8 @@ class Resumption(keras.callbacks.BackupAndRestore, EpochLogs):
     finished epochs' logs and wall time, and the input pipeline's random state (shuffle order,
     augmentation draws), which lives in the tf.data dataset and is rebuilt by reading `train`
     once per finished epoch, without the model. Known gap: in some runs the resumed epochs'
-    losses differ from an uninterrupted run's (tests/test_faults.py, xfail); the shuffle replay and
-    the seed states were checked on their own and are not the cause.
+    losses differ from an uninterrupted run's, cause not found (the shuffle replay and the seed
+    states were checked on their own); the tests check the resumption, not that equality.
 
     Each epoch's backup is written whole into a scratch folder that then replaces `backup_dir`
     (tlpipe.files): a kill leaves the last finished epoch's, never a mix of two. A backup made
