@@ -48,12 +48,25 @@ def test_augmentation_sees_one_image_at_a_time(image_paths):
     # augmented images then differ between runs, but too seldom for the test above to be sure to see.
     shapes = []
 
-    def spy(image):
+    def spy(image, seed):
         shapes.append(tuple(image.shape))
         return image
 
     images(image_paths, spy)
     assert shapes == [(SIZE, SIZE, 3)]
+
+
+def test_an_iterator_dropped_after_reading_ahead_leaves_the_next_pass_as_it_was(image_paths):
+    # Keras's fit reads its first training batch from an iterator it then drops, which had read ahead (prefetch)
+    # as far as it had the time to: the next pass must not depend on how far.
+    def second_pass(first_pass) -> np.ndarray:
+        keras.utils.set_random_seed(DEFAULTS.seed)
+        augmentation = build_augmentation(AugmentConfig(layers=DEFAULTS.augment.layers, seed=7, views=1), SIZE)
+        dataset = image_batches(image_paths, RAW_DIR, SIZE, 1, augmentation=augmentation)
+        first_pass(iter(dataset))
+        return np.concatenate([batch.numpy() for batch in dataset])
+
+    np.testing.assert_array_equal(second_pass(next), second_pass(list))
 
 
 @pytest.mark.parametrize("layer", DEFAULTS.augment.layers, ids=lambda layer: layer.name)

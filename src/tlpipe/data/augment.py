@@ -25,13 +25,17 @@ from tlpipe.config import AugmentConfig
 from tlpipe.errors import UserError
 
 
-def build_augmentation(config: AugmentConfig, image_size: int) -> Callable[[tf.Tensor], tf.Tensor]:
-    """The augment.layers as one function: a 0-255 image -> a float32 image, 0-255, of the same size.
+def build_augmentation(config: AugmentConfig, image_size: int) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The augment.layers as one function: (a 0-255 image, its seed) -> a float32 image, 0-255, of the same size.
 
-    Call it in a sequential tf.data map, one image at a time (tlpipe.data.inputs.image_batches):
-    keras-cv layers draw from stateful generators, so the augmented images follow from
-    augment.seed (and the global seed, from which RandAugment draws its magnitudes)
-    only when the images reach it in a fixed order.
+    Call it in a sequential tf.data map, one image at a time, each with a seed of its own
+    (tlpipe.data.inputs.image_batches). keras-cv layers draw from stateful
+    generators: each image restarts them all from its seed and augment.seed, so its draws
+    follow from those alone, not from how many images the generators drew for before. An
+    iterator dropped after reading ahead (prefetch) leaves them further on by as many
+    images as it had the time to read: Keras's fit does that with the first training batch,
+    to build its metrics, and fine-tuning resumed after a kill could not replay it. Only
+    RandAugment's magnitudes come from elsewhere, the global seed, the same on every pass.
     """
     # Given to the layers that take them; params.yaml may not (config.ARGS_SET_BY_PIPELINE).
     set_by_pipeline = {"value_range": (0, 255), "target_size": (image_size, image_size)}
@@ -46,7 +50,14 @@ def build_augmentation(config: AugmentConfig, image_size: int) -> Callable[[tf.T
             message = " ".join(str(error).split())
             raise UserError(f"params.yaml: augment.layers.{index} ({layer.name}) args = {layer.args}: {message}") from None
 
-    def augment(image: tf.Tensor) -> tf.Tensor:
+    # keras-cv keeps each layer's generator, a tf.random.Generator, in _random_generator (its documented attribute).
+    generators = [inner._random_generator for layer in layers for inner in layer._flatten_layers(include_self=True)]
+    generator_seeds = tf.constant(layer_seeds(config.seed, len(generators)), tf.int64)
+
+    def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        for generator, generator_seed in zip(generators, tf.unstack(generator_seeds)):
+            state = tf.random.stateless_uniform([3], tf.stack([seed, generator_seed]), minval=None, maxval=None, dtype=tf.int64)
+            generator.reset(state)  # Philox (keras-cv's): a 3-word state
         image = tf.cast(image, tf.float32)
         for layer in layers:
             image = layer(image)
@@ -56,7 +67,7 @@ def build_augmentation(config: AugmentConfig, image_size: int) -> Callable[[tf.T
 
 
 def layer_seeds(seed: int, count: int) -> list[int]:
-    """One seed per layer, drawn from `seed`.
+    """One seed per layer (or generator), drawn from `seed`.
 
     Not seed, seed + 1, ...: tf.random.Generator.from_seed(s + 1) yields the numbers of
     from_seed(s) but the first four, so neighbouring layers would draw alike. Never 0:

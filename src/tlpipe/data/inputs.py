@@ -9,6 +9,7 @@ import tensorflow as tf
 from tlpipe.data.decoding import decode_batch, start_workers
 
 Transform = Callable[[tf.Tensor], tf.Tensor]
+Augmentation = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (image, seed) -> image
 
 
 def image_batches(
@@ -17,7 +18,7 @@ def image_batches(
     size: int,
     batch_size: int,
     labels: np.ndarray | None = None,
-    augmentation: Transform | None = None,
+    augmentation: Augmentation | None = None,
     shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of float32 RGB images root/<path> at size x size, 0-255; (images, labels) when `labels` are given.
@@ -25,9 +26,10 @@ def image_batches(
     The trunk's preprocessing is inside the models (tlpipe.model.trunks). Each batch is
     decoded by worker processes (tlpipe.data.decoding), several batches at once and ahead
     of the consumer (prefetch). `augmentation` (tlpipe.data.augment) runs on each image,
-    one after another: its random draws, and so the augmented images, then follow from its
-    seed. `shuffle_seed` shuffles the images anew on each pass over them, the same way on
-    every run (training).
+    one after another, with a seed of its own, drawn anew on each pass: the augmented images
+    follow from the seeds and how many passes came before, not from how far a dropped
+    iterator read ahead. `shuffle_seed` shuffles the images anew on each pass over them, the
+    same way on every run (training).
     """
     paths = np.array([str(path) for path in paths])
     start_workers()
@@ -50,9 +52,17 @@ def image_batches(
     if augmentation is not None:
         # Sequential, and per image: over a batch, keras-cv's RandAugment draws for its
         # images in parallel, in no fixed order (measured: 3% of pixels differ between runs).
-        dataset = dataset.unbatch().map(_on_images(augmentation)).batch(batch_size)
+        dataset = tf.data.Dataset.zip(dataset.unbatch(), _image_seeds())
+        dataset = dataset.map(lambda element, seed: _on_images(lambda image: augmentation(image, seed))(*tf.nest.flatten(element)))
+        dataset = dataset.batch(batch_size)
     dataset = dataset.map(_on_images(lambda images: tf.cast(images, tf.float32)))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _image_seeds() -> tf.data.Dataset:
+    """One seed per image to augment, drawn anew, the same way on every run, on each pass over the
+    dataset (as the shuffle reshuffles): from the global seed (runtime.setup) and the passes before."""
+    return tf.data.Dataset.random(seed=0, rerandomize_each_iteration=True)
 
 
 def _on_images(transform: Transform) -> Callable:
