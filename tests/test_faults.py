@@ -238,10 +238,19 @@ def epochs_printed(stdout: str) -> list[int]:
     return [int(line.split()[1].split("/")[0]) for line in stdout.splitlines() if line.startswith("Epoch ")]
 
 
+def finetune_outputs(project: Path) -> dict:
+    """The fine-tuned model's weights and its metrics, but the wall time."""
+    import keras
+
+    metrics = json.loads((project / "reports/finetune/gap/metrics.json").read_text())
+    del metrics["train_seconds"]
+    return {"weights": keras.models.load_model(project / "models/gap-finetuned.keras").get_weights(), "metrics": metrics}
+
+
 @pytest.fixture(scope="module")
 def killed_finetune(tmp_path_factory) -> dict:
     """Copies of a tiny fine-tuning project: one fine-tuned without interruption, two whose finetune
-    stage was killed (kill -9) after its first finished epoch (the second a copy of the first), and
+    stage was killed (kill -9) after its second finished epoch (the second a copy of the first), and
     the epochs their backup holds."""
     from tlpipe.config import HeadConfig, TrunkConfig, load_config
     from tlpipe.model.heads import assemble, build_head
@@ -260,7 +269,8 @@ def killed_finetune(tmp_path_factory) -> dict:
     run_stage(uninterrupted, "finetune", "gap")
 
     process = stage(killed, "finetune", "gap")
-    wait_for(lambda: finished_epochs(killed) >= 1, "the first fine-tuning epoch to be backed up", timeout=240)
+    # After two epochs: the resumed run restores the input pipeline's state of more than one pass.
+    wait_for(lambda: finished_epochs(killed) >= 2, "two fine-tuning epochs to be backed up", timeout=240)
     process.kill()
     finish(process)
     killed_copy = tmp_path_factory.mktemp("finetune-killed-copy")
@@ -288,10 +298,18 @@ def test_a_fine_tuning_backup_is_git_ignored(killed_finetune):
 def test_fine_tuning_killed_midway_resumes_after_its_last_finished_epoch(killed_finetune, resumed_finetune):
     backed_up = killed_finetune["backed_up"]
     epochs_run = json.loads((killed_finetune["uninterrupted"] / "reports/finetune/gap/metrics.json").read_text())["epochs_run"]
-    assert 1 <= backed_up < epochs_run, "the kill came too late: fine-tuning had finished"
+    assert 2 <= backed_up < epochs_run, "the kill came too late: fine-tuning had finished"
     assert f"resuming after epoch {backed_up} from the backup in {FINETUNE_BACKUP}" in resumed_finetune
     assert epochs_printed(resumed_finetune)[0] == backed_up + 1
     assert not (killed_finetune["killed"] / FINETUNE_BACKUP).exists()
+
+
+def test_fine_tuning_resumed_after_a_kill_ends_as_an_uninterrupted_run(killed_finetune, resumed_finetune):
+    resumed, expected = finetune_outputs(killed_finetune["killed"]), finetune_outputs(killed_finetune["uninterrupted"])
+    # Bit for bit: the same float32 computations, in the same order, from the same restored state.
+    assert resumed["metrics"] == expected["metrics"]
+    for resumed_weights, expected_weights in zip(resumed["weights"], expected["weights"], strict=True):
+        assert np.array_equal(resumed_weights, expected_weights)
 
 
 def test_a_fine_tuning_backup_made_with_other_params_is_discarded(killed_finetune):

@@ -154,12 +154,11 @@ class EpochLogs(keras.callbacks.Callback):
 class Resumption(keras.callbacks.BackupAndRestore, EpochLogs):
     """keras.callbacks.BackupAndRestore (the weights, the optimizer's state and the epoch), plus
     what it leaves out, so that a fit resumed after a kill continues as an uninterrupted one
-    would: the model's random seed states (dropout), EarlyStopping's state, the
-    finished epochs' logs and wall time, and the input pipeline's random state (shuffle order,
-    augmentation draws), which lives in the tf.data dataset and is rebuilt by reading `train`
-    once per finished epoch, without the model. Known gap: in some runs the resumed epochs'
-    losses differ from an uninterrupted run's, cause not found (the shuffle replay and the seed
-    states were checked on their own); the tests check the resumption, not that equality.
+    would, bit for bit: the model's random seed states (dropout), EarlyStopping's state, the
+    finished epochs' logs and wall time, and the input pipeline's random state. That state (the
+    shuffle order, the augmentation seeds: tlpipe.data.inputs) is drawn anew for each iterator
+    of `train`, from the seeds and the count of iterators before, never from how far one read:
+    one iterator made per finished epoch, read nothing from, brings it to where it was.
 
     Each epoch's backup is written whole into a scratch folder that then replaces `backup_dir`
     (tlpipe.files): a kill leaves the last finished epoch's, never a mix of two. A backup made
@@ -207,8 +206,7 @@ class Resumption(keras.callbacks.BackupAndRestore, EpochLogs):
             self.stopping.best_weights = [arrays[f"best_{index}"] for index in range(len(self.model.weights))]
         self.epoch_logs, self.earlier_seconds = state["epoch_logs"], state["seconds"]
         for _ in self.epoch_logs:
-            for _ in self.train:
-                pass
+            iter(self.train)
         if state["stopped"]:
             self.model._initial_epoch = self.params["epochs"]  # stopped early: no epoch left to run
         print(f"resuming after epoch {len(self.epoch_logs)} from the backup in {self.folder}")

@@ -11,9 +11,8 @@ MobileNetV2). Early stopping on val_loss keeps the best epoch's weights.
 
 Every finished epoch is backed up in data/.finetune-<head>.backup/ (git-ignored, no DVC
 output; tlpipe.model.fitting.Resumption): a run killed midway (kill -9, a power cut)
-resumes from its last finished epoch (train_seconds then adds up the runs). Known gap: in
-some runs the resumed epochs do not reproduce an uninterrupted run's losses exactly (tests/test_faults.py,
-xfail). The backup records a
+resumes from its last finished epoch and ends with the weights and metrics of an
+uninterrupted run on the same machine, bit for bit (train_seconds then adds up the runs). The backup records a
 key of what it was trained from (the finetune, augment, seed, runtime and trunk params, the
 trained model, the manifest, tlpipe's code, the replicas): another key discards it. The
 stage removes it once its outputs are written.
