@@ -46,7 +46,7 @@ def local_path(url: str) -> Path | None:
 
 def download_path(url: str) -> Path:
     """Where url is downloaded to: data/.downloads/<sha256 of url>.part, kept until the fetch ends so that
-    another attempt, or the next run after a kill, resumes it; its sidecar <...>.json records the url,
+    another attempt, or the next run after a kill, resumes it; its sidecar <sha256 of url>.json records the url,
     the validator (ETag or Last-Modified) that says whether the server still holds the same content,
     and the full length."""
     return DOWNLOADS_DIR / f"{hashlib.sha256(url.encode()).hexdigest()}.part"
@@ -90,7 +90,7 @@ def download(url: str) -> Path:
                 start = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
                 if start is None or int(start[1]) != offset:
                     raise _start_over(url, f"asked for bytes from {offset}, the server sent {response.headers.get('Content-Range')!r}")
-            else:
+            else:  # the whole content (it changed, or the server ignores ranges): from byte 0
                 offset = 0
                 known = _start(url, part, response)
             _receive(response, part, offset, known["length"])
@@ -118,8 +118,8 @@ def _resumable(url: str, part: Path) -> tuple[int, dict]:
 
 
 def _start(url: str, part: Path, response) -> dict:
-    """Record what identifies the content `response` begins (before any of it is written: a kill
-    never leaves bytes under another content's validator) and empty `part`."""
+    """Empty `part` and record what identifies the content `response` begins, before any of it is
+    written: a kill never leaves bytes beside another content's validator."""
     length = response.headers.get("Content-Length")
     known = {"url": url, "validator": response.headers.get("ETag") or response.headers.get("Last-Modified"),
              "length": int(length) if length else None}
@@ -199,8 +199,8 @@ def _cause(error: Exception) -> str:
 
 @contextlib.contextmanager
 def archive_file(url: str, local: Path | None):
-    """The archive url names: the local file, or the url downloaded, that download removed once used
-    or refused (no big file lingers; a mismatch or a corrupt archive is fetched afresh next time)."""
+    """The archive file url names: `local`, or url downloaded, the download removed once used or refused
+    (no big file lingers; one that fails its sha256 or is corrupt is downloaded afresh next time)."""
     if local is not None:
         yield local
         return
