@@ -516,7 +516,8 @@ def test_http_truncated_once_then_complete_succeeds(workdir, http_server, served
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
     """Serves server.body with the validator server.validator (a header: ETag or Last-Modified) as a file
     server does: a Range request is answered 206 from the byte it asks for (416 past the end), unless its
-    If-Range names another validator (200, the whole body). The first server.cuts answers are cut after
+    If-Range names another validator (200, the whole body); with server.chunked, in one HTTP/1.1 chunk
+    and no Content-Length. The first server.cuts answers are cut after
     server.cut_after bytes of body; each waits for server.drop before it drops the connection (a stalled
     server). Records each GET's Range and If-Range headers, and counts the body bytes sent (server.served)."""
 
@@ -533,16 +534,24 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if server.chunked:
+            self.protocol_version, self.close_connection = "HTTP/1.1", True
         self.send_response(206 if start else 200)
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        self.send_header("Content-Length", str(len(body) - start))
+        if server.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body) - start))
         self.send_header(validator_name, validator)
         self.end_headers()
         cut = server.cuts > 0
         server.cuts -= cut
         sent = body[start:start + server.cut_after] if cut else body[start:]
-        self.wfile.write(sent)
+        if server.chunked:  # the chunk's size says what the cut leaves out
+            self.wfile.write(f"{len(body) - start:x}\r\n".encode() + sent + (b"" if cut else b"\r\n0\r\n\r\n"))
+        else:
+            self.wfile.write(sent)
         server.served += len(sent)
         if cut:
             server.drop.wait(timeout=60)
@@ -555,6 +564,7 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 def range_server():
     with serving(_RangeHandler) as server:
         server.validator, server.requests, server.served, server.cuts, server.drop = ("ETag", '"v1"'), [], 0, 0, threading.Event()
+        server.chunked = False
         server.drop.set()
         try:
             yield server
@@ -562,14 +572,21 @@ def range_server():
             server.drop.set()  # a stalled answer's thread ends
 
 
-@pytest.mark.parametrize("validator", [("ETag", '"v1"'), ("Last-Modified", "Wed, 02 Dec 2026 10:00:00 GMT")])
-def test_a_download_cut_short_resumes_with_a_range_request(workdir, range_server, served_archive, no_sleep, validator):
+@pytest.mark.parametrize(("validator", "chunked"), [
+    (("ETag", '"v1"'), False), (("Last-Modified", "Wed, 02 Dec 2026 10:00:00 GMT"), False), (("ETag", '"v1"'), True),
+], ids=["etag", "last-modified", "chunked"])
+def test_a_download_cut_short_resumes_with_a_range_request(workdir, range_server, served_archive, no_sleep, capsys,
+                                                           validator, chunked):
     body, sha, expected = served_archive
     range_server.body, range_server.validator, range_server.cuts, range_server.cut_after = body, validator, 1, 1000
+    range_server.chunked = chunked
     configure(workdir, f"{range_server.base_url}/data.tar.gz", sha)
 
     fetch.main()
 
+    out = capsys.readouterr().out
+    assert "dataset.url: connection closed after 1000 " in out
+    assert f"dataset.url: resuming the download at byte 1000 ({sources.download_path(range_server.base_url + '/data.tar.gz')})" in out
     assert range_server.requests == [{}, {"Range": "bytes=1000-", "If-Range": validator[1]}]
     assert range_server.served == len(body)  # every byte once
     assert no_sleep == [1]
@@ -672,6 +689,7 @@ def test_a_fetch_killed_midway_resumes_its_download_in_the_next_run(workdir, ran
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
 
     assert result.returncode == 0, result.stderr
+    assert f"dataset.url: resuming the download at byte {kept} ({part})" in result.stdout
     assert range_server.requests == [{}, {"Range": f"bytes={kept}-", "If-Range": '"v1"'}]
     assert range_server.served == len(body) // 2 + len(body) - kept  # the second run sent only what was missing
     assert tree(workdir / RAW) == files

@@ -74,6 +74,7 @@ def download(url: str) -> Path:
         offset, known = _resumable(url, part)
         request = urllib.request.Request(url)
         if offset:
+            print(f"dataset.url: resuming the download at byte {offset} ({part})")
             request.add_header("Range", f"bytes={offset}-")
             request.add_header("If-Range", known["validator"])
         try:
@@ -140,10 +141,13 @@ def _receive(response, part: Path, offset: int, length: int | None) -> None:
     expected = offset + int(remaining) if remaining else None
     with open(part, "ab") as out, tqdm(total=length, initial=offset, unit="B", unit_scale=True, desc="download",
                                        disable=None) as progress:
-        # read1: what has arrived, written as it comes, so that a kill loses next to nothing.
-        while chunk := response.read1(CHUNK_BYTES):
-            out.write(chunk)
-            progress.update(len(chunk))
+        try:
+            # read1: what has arrived, written as it comes, so that a kill loses next to nothing.
+            while chunk := response.read1(CHUNK_BYTES):
+                out.write(chunk)
+                progress.update(len(chunk))
+        except http.client.IncompleteRead:  # a chunked body cut short
+            raise urllib.error.URLError(f"connection closed after {out.tell()} bytes") from None
         received = out.tell()
     if expected is not None and received != expected:
         raise urllib.error.URLError(f"connection closed after {received} of {expected} bytes")
@@ -167,8 +171,7 @@ def _with_retries(url: str, attempt):
     for tries in range(1, DOWNLOAD_TRIES + 1):
         try:
             return attempt()
-        # IncompleteRead: a chunked body cut short.
-        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.IncompleteRead) as error:
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             # An HTTPError is a URLError: a 4xx answer is final, a 5xx one may pass.
             final = isinstance(error, urllib.error.HTTPError) and error.code < 500
             if final or tries == DOWNLOAD_TRIES:
