@@ -594,11 +594,12 @@ def test_a_download_cut_short_resumes_with_a_range_request(workdir, range_server
     assert data_dir_entries(workdir) == ["raw"]  # the download is removed once extracted
 
 
-@pytest.mark.parametrize("upstream", ["same", "changed"])
-def test_a_download_cut_in_every_try_is_resumed_by_the_next_run_unless_upstream_changed(workdir, range_server, no_sleep, upstream):
-    body, sha, expected = make_served_archive(workdir)
-    url = f"{range_server.base_url}/data.tar.gz"
-    range_server.body, range_server.cuts, range_server.cut_after = body, sources.DOWNLOAD_TRIES, 1000
+def fail_cut_in_every_try(workdir: Path, server) -> tuple[str, int]:
+    """A fetch from `server` whose every try is cut after 1000 more bytes: its url, and the bytes it leaves
+    in its download for the next run."""
+    body, sha, _ = make_served_archive(workdir)
+    url = f"{server.base_url}/data.tar.gz"
+    server.body, server.cuts, server.cut_after = body, sources.DOWNLOAD_TRIES, 1000
     configure(workdir, url, sha)
 
     with pytest.raises(UserError) as error:
@@ -606,23 +607,44 @@ def test_a_download_cut_in_every_try_is_resumed_by_the_next_run_unless_upstream_
 
     cut_at = 1000 * sources.DOWNLOAD_TRIES
     assert f"connection closed after {cut_at} of {len(body)} bytes (after {sources.DOWNLOAD_TRIES} tries)" in str(error.value)
-    assert range_server.requests == [{}] + [{"Range": f"bytes={1000 * tries}-", "If-Range": '"v1"'}
-                                            for tries in range(1, sources.DOWNLOAD_TRIES)]
+    assert server.requests == [{}] + [{"Range": f"bytes={1000 * tries}-", "If-Range": '"v1"'} for tries in range(1, sources.DOWNLOAD_TRIES)]
     assert sources.download_path(url).stat().st_size == cut_at  # kept for the next run
     assert data_dir_entries(workdir) == [".downloads"]
+    del server.requests[:]
+    server.served = 0
+    return url, cut_at
 
+
+@pytest.mark.parametrize("upstream", ["same", "changed"])
+def test_a_download_cut_in_every_try_is_resumed_by_the_next_run_unless_upstream_changed(workdir, range_server, no_sleep, upstream):
+    url, cut_at = fail_cut_in_every_try(workdir, range_server)
+    body, sha, expected = make_served_archive(workdir, first_seed=100 if upstream == "same" else 200)
     if upstream == "changed":
-        body, sha, expected = make_served_archive(workdir, first_seed=200)
         range_server.body, range_server.validator = body, ("ETag", '"v2"')
         configure(workdir, url, sha)
-    del range_server.requests[:]
-    range_server.served = 0
 
     fetch.main()
 
     assert range_server.requests == [{"Range": f"bytes={cut_at}-", "If-Range": '"v1"'}]
     assert range_server.served == (len(body) - cut_at if upstream == "same" else len(body))
     assert tree(workdir / RAW) == expected
+    assert data_dir_entries(workdir) == ["raw"]
+
+
+def test_a_416_short_of_the_length_downloaded_under_that_validator_starts_over(workdir, range_server, no_sleep, capsys):
+    url, cut_at = fail_cut_in_every_try(workdir, range_server)
+    # Shorter than the bytes kept, under the same ETag (a misconfigured server): the range is past its end.
+    files = {"cat/a.png": png_bytes(1, size=4), "dog/b.png": png_bytes(2, size=4)}
+    archive = make_tar(workdir / "small.tar.gz", files)
+    assert archive.stat().st_size < cut_at
+    range_server.body = archive.read_bytes()
+    configure(workdir, url, sha256_hex(archive))
+
+    fetch.main()
+
+    assert range_server.requests == [{"Range": f"bytes={cut_at}-", "If-Range": '"v1"'}, {}]
+    assert f"dataset.url: the server has no bytes past {cut_at} of a partial download; starting over; retrying in 1 s" in capsys.readouterr().out
+    assert tree(workdir / RAW) == files
     assert data_dir_entries(workdir) == ["raw"]
 
 
