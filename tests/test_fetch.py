@@ -648,6 +648,19 @@ def test_a_416_short_of_the_length_downloaded_under_that_validator_starts_over(w
     assert data_dir_entries(workdir) == ["raw"]
 
 
+def test_a_download_of_a_url_no_longer_configured_is_removed(workdir, range_server, no_sleep):
+    old_url, _ = fail_cut_in_every_try(workdir, range_server)
+    _, sha, expected = make_served_archive(workdir)
+    configure(workdir, f"{range_server.base_url}/other.tar.gz", sha)
+
+    fetch.main()
+
+    assert range_server.requests == [{}]
+    assert not sources.download_path(old_url).exists()
+    assert tree(workdir / RAW) == expected
+    assert data_dir_entries(workdir) == ["raw"]
+
+
 def test_a_complete_download_left_by_a_killed_run_is_used_without_downloading_it_again(workdir, range_server, served_archive, no_sleep):
     body, sha, expected = served_archive
     url = f"{range_server.base_url}/data.tar.gz"
