@@ -90,7 +90,7 @@ def download(url: str) -> Path:
             if offset and response.status == 206:
                 start = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
                 if start is None or int(start[1]) != offset:
-                    raise _start_over(url, f"asked for bytes from {offset}, the server sent {response.headers.get('Content-Range')!r}")
+                    raise _start_over(url, f"asked for bytes from {offset}, got {response.headers.get('Content-Range')!r}")
             else:  # the whole content (it changed, or the server ignores ranges): from byte 0
                 offset = 0
                 known = _start(url, part, response)
