@@ -54,8 +54,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path,
                         help=f"where to write benchmark.json and benchmark.md (default: reports/, {RAY_OUT} for --engine ray)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy of the repo (its path is printed)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    ignored = [option for option, dest in RAY_IGNORES.items() if getattr(args, dest) != parser.get_default(dest)]
+    if args.engine == "ray" and ignored:
+        parser.error(f"--engine ray times the features stage only: leave out {', '.join(ignored)}")
+    return args
 
+
+# What --engine ray has no use for: it trains nothing and measures no peak RSS.
+RAY_IGNORES = {"--epochs": "epochs", "--repeats": "repeats", "--skip-usual": "skip_usual", "--rest": "rest", "--compare": "compare"}
 
 # --rest: the options it sets where they are not given.
 REST_PRESET = {"generate": 10_000, "image_size": 32, "trunk": "mobilenet_v2", "weights": "none"}
