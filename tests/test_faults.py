@@ -234,7 +234,7 @@ def test_a_raw_image_damaged_after_the_split_is_one_line_naming_it(project, stag
         write_params(project, **STAGE_PARAMS)
     assert status == 2, stderr
     line = assert_one_error_line(stderr, "error: data/raw/red/test_001.png: no longer a readable image (")
-    assert line.endswith("restore it with dvc repro -f fetch, or remove it and run dvc repro again")
+    assert line.endswith("it changed since the split stage read it: restore it with dvc repro -f fetch, then run dvc repro again")
     assert {**features_outputs(project), **digest(project / "reports/robustness.json")} == before
     assert partial_features(project) == [] and list((project / "reports").glob(".robustness*")) == []
 

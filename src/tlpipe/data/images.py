@@ -83,5 +83,5 @@ def load_listed_rgb(path: Path, size: int) -> np.ndarray:
     except Exception as error:  # Pillow raises OSError, ValueError, SyntaxError... for a bad file
         if isinstance(error, OSError) and error.errno is not None:  # the system's: permissions, I/O
             raise UserError(os_error_line(error)) from None
-        raise UserError(f"{path}: no longer a readable image ({type(error).__name__}); restore it with "
-                        "dvc repro -f fetch, or remove it and run dvc repro again") from None
+        raise UserError(f"{path}: no longer a readable image ({type(error).__name__}); it changed since "
+                        "the split stage read it: restore it with dvc repro -f fetch, then run dvc repro again") from None
