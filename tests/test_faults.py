@@ -324,11 +324,12 @@ def finetune_outputs(project: Path) -> dict:
     return {"weights": keras.models.load_model(project / "models/gap-finetuned.keras").get_weights(), "metrics": metrics}
 
 
-@pytest.fixture(scope="module")
-def killed_finetune(tmp_path_factory) -> dict:
+# Augmentation off as well: the training dataset's length is then known, for which Keras's fit makes its iterators otherwise.
+@pytest.fixture(scope="module", params=[True, False], ids=["augment-on", "augment-off"])
+def killed_finetune(tmp_path_factory, request) -> dict:
     """Copies of a tiny fine-tuning project: one fine-tuned without interruption, two whose finetune
-    stage was killed (kill -9) after its second finished epoch (the second a copy of the first), and
-    the epochs their backup holds."""
+    stage was killed (kill -9) after its second finished epoch (the second a copy of the first), the
+    epochs their backup holds, and their params."""
     from tlpipe.config import HeadConfig, TrunkConfig, load_config
     from tlpipe.model.heads import assemble, build_head
     from tlpipe.model.saving import save_classifier
@@ -336,7 +337,8 @@ def killed_finetune(tmp_path_factory) -> dict:
 
     uninterrupted = tmp_path_factory.mktemp("finetune-uninterrupted")
     write_split_dataset(uninterrupted, {"train": 8, "val": 2, "test": 2})
-    config = load_config(write_params(uninterrupted, **FINETUNE_PARAMS))
+    params = {**FINETUNE_PARAMS, "finetune": {**FINETUNE_PARAMS["finetune"], "augment": request.param}}
+    config = load_config(write_params(uninterrupted, **params))
     trunk = build_trunk(config.trunk)
     (uninterrupted / "models").mkdir()
     save_classifier(assemble(trunk, build_head("gap", trunk.output_shape[1:], 3, config.heads.gap)),
@@ -352,7 +354,8 @@ def killed_finetune(tmp_path_factory) -> dict:
     finish(process)
     killed_copy = tmp_path_factory.mktemp("finetune-killed-copy")
     shutil.copytree(killed, killed_copy, dirs_exist_ok=True)
-    return {"uninterrupted": uninterrupted, "killed": killed, "killed_copy": killed_copy, "backed_up": finished_epochs(killed)}
+    return {"uninterrupted": uninterrupted, "killed": killed, "killed_copy": killed_copy, "backed_up": finished_epochs(killed),
+            "params": params}
 
 
 @pytest.fixture(scope="module")
@@ -392,7 +395,8 @@ def test_fine_tuning_resumed_after_a_kill_ends_as_an_uninterrupted_run(killed_fi
 def test_a_fine_tuning_backup_made_with_other_params_is_discarded(killed_finetune):
     project = killed_finetune["killed_copy"]
     assert finished_epochs(project) >= 1
-    write_params(project, **{**FINETUNE_PARAMS, "finetune": {**FINETUNE_PARAMS["finetune"], "learning_rate": 5e-4}})
+    params = killed_finetune["params"]
+    write_params(project, **{**params, "finetune": {**params["finetune"], "learning_rate": 5e-4}})
     status, stdout, stderr = finish(stage(project, "finetune", "gap"))
     assert status == 0, stderr
     assert f"{FINETUNE_BACKUP}: a backup of other params, inputs or code; removed, training from epoch 1" in stdout
