@@ -9,7 +9,9 @@ cached trunk (in float32) and saved as models/<head>.keras, a full model from RG
 (0-255) to class probabilities, with its class names (tlpipe.model.saving).
 Per-epoch curves and the training summary are logged with DVCLive under
 reports/train/<head>/ (the curves: the kept run's); the test-split evaluation
-(tlpipe.metrics), calibration included, goes to reports/eval/<head>/.
+(tlpipe.metrics), calibration included, goes to reports/eval/<head>/. All of them go in place
+together once every one is written (tlpipe.files.StagedOutputs): an interrupted run leaves the
+previous set.
 
 Usage: tlpipe train {flatten,gap}
 """
