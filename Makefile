@@ -82,17 +82,20 @@ clean:
 
 # The benchmark (benchmarks/README.md): the floor (one trunk pass), `dvc repro -f`, the usual
 # approach (trunk inside the model), no-op and one-head re-runs, peak RSS; in a temporary copy
-# of the repo. Writes $(OUT)/benchmark.json and benchmark.md. Every option may be left out, e.g.
+# of the repo. Writes $(OUT)/benchmark.json and benchmark.md (OUT: reports/, or reports/bench-ray/
+# for ENGINE=ray). Every option may be left out, e.g.
 #   make bench IMAGES=2000 IMAGE_SIZE=224 TRUNK=mobilenet_v2 WEIGHTS=none EPOCHS=10
 # DATASET: image folder or archive (default: params.yaml's); IMAGES: generate N synthetic images
 # instead; COMPARE: a benchmark.json at another dataset size, for the peak-RSS target;
 # SKIP_USUAL=1: leave out the usual approach (hours at 224 px on a large dataset on CPU);
 # REST=1: a trunk that costs almost nothing (MobileNetV2, 32 px, weights none, 10,000 generated
 # images), so that what remains is start-up, decoding and head training.
-OUT ?= reports
+# ENGINE=ray: instead, the features stage on the local engine and on a local Ray (2 actors), side
+# by side, with what Ray adds phase by phase.
+ENGINE ?= local
 .PHONY: bench
 bench: install
-	python -m benchmarks.tlbench --out '$(OUT)' \
+	python -m benchmarks.tlbench --engine '$(ENGINE)' $(if $(OUT),--out '$(OUT)') \
 		$(if $(DATASET),--dataset '$(DATASET)') $(if $(IMAGES),--generate $(IMAGES)) \
 		$(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE)) $(if $(TRUNK),--trunk $(TRUNK)) \
 		$(if $(WEIGHTS),--weights '$(WEIGHTS)') $(if $(OUTPUT_LAYER),--output-layer '$(OUTPUT_LAYER)') \

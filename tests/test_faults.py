@@ -32,12 +32,16 @@ LONG_TRAINING = {**STAGE_PARAMS, "heads.flatten.epochs": 10_000, "train.patience
 INTERRUPTED = "error: interrupted; nothing was written; run dvc repro again"
 
 
+def stage_env() -> dict[str, str]:
+    """The environment a stage subprocess runs in: this checkout's code, output unbuffered."""
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
+
+
 def stage(project: Path, *arguments: str) -> subprocess.Popen:
     """`python -m tlpipe.stages.<stage> [head]` in `project`, with this checkout's code, as DVC runs it
     (through scripts/stage, which execs it: the signals below reach the stage itself)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", f"tlpipe.stages.{arguments[0]}", *arguments[1:]], cwd=project,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:
@@ -202,35 +206,108 @@ def unshare_can_mount_tmpfs(directory: Path) -> bool:
     return probe.returncode == 0
 
 
+def features_under_mounts(project: Path, scratch: Path, mounts: str, after: str = "") -> tuple[str, str]:
+    """The features stage in `project`, in a private mount namespace (nothing outside sees its mounts),
+    after the shell commands `mounts` and before those of `after`: its exit status and stderr."""
+    if shutil.which("unshare") is None or not unshare_can_mount_tmpfs(scratch):
+        pytest.skip("needs unshare and mounts in a user namespace (Linux)")
+    script = f"""
+        set -e
+        {mounts}
+        set +e
+        "{sys.executable}" -m tlpipe.stages.features 2> {scratch}/stderr
+        echo $? > {scratch}/status
+        {after}
+    """
+    subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", script], cwd=project, env=stage_env(),
+                   check=True, capture_output=True)
+    return (scratch / "status").read_text().strip(), (scratch / "stderr").read_text()
+
+
 def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_cache(project, tmp_path):
     # data/ on a tmpfs of its own, in a private mount namespace (nothing outside sees it), holding a
     # copy of data/, then filled up but for 8 KiB: the labels fit, the feature maps do not.
-    if shutil.which("unshare") is None or not unshare_can_mount_tmpfs(tmp_path):
-        pytest.skip("needs unshare and a tmpfs mount in a user namespace (Linux)")
     shutil.copytree(project / "data", tmp_path / "data")
     size = sum(path.stat().st_size for path in (tmp_path / "data").rglob("*")) + 4 * 2**20  # the copy, and room to fill
-    script = f"""
-        set -e
+    status, stderr = features_under_mounts(project, tmp_path, f"""
         mount -t tmpfs -o size={size} tmpfs data
         cp -a {tmp_path}/data/. data/
         dd if=/dev/zero of=data/filler bs=64k 2>/dev/null || true
         truncate -s -8K data/filler
-        set +e
-        "{sys.executable}" -m tlpipe.stages.features 2> {tmp_path}/stderr
-        echo $? > {tmp_path}/status
+    """, after=f"""
         ls -a data > {tmp_path}/listing
         sha256sum data/features/* > {tmp_path}/after
         cd {tmp_path} && sha256sum data/features/* > {tmp_path}/before
-    """
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
-    subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", script], cwd=project, env=env, check=True,
-                   capture_output=True)
-    stderr = (tmp_path / "stderr").read_text()
-    assert (tmp_path / "status").read_text().strip() == "2", stderr
+    """)
+    assert status == "2", stderr
     line = assert_one_error_line(stderr, "error: data/.features.partial-")
     assert "/train_x.npy: No space left on device; free space on the file system that holds it" in line
     assert (tmp_path / "after").read_text() == (tmp_path / "before").read_text()
     assert not [name for name in (tmp_path / "listing").read_text().split() if ".partial" in name]
+
+
+# A test image: the features stage reads it last, its feature maps for train and val already written.
+@pytest.mark.parametrize("stage_name, damage", [
+    ("features", lambda intact: b"not an image at all"),
+    ("features", lambda intact: intact[:len(intact) // 2]),
+    ("robustness", lambda intact: intact[:len(intact) // 2]),
+], ids=["features-garbage", "features-truncated", "robustness-truncated"])
+def test_a_raw_image_damaged_after_the_split_is_one_line_naming_it(project, stage_name, damage):
+    image = project / "data/raw/red/test_001.png"
+    intact = image.read_bytes()
+    write_params(project, **{**STAGE_PARAMS, "robustness.shifts": 1})
+    (project / "reports").mkdir(exist_ok=True)
+    (project / "reports/robustness.json").write_text("{}\n")  # a previous report, to keep
+    before = {**features_outputs(project), **digest(project / "reports/robustness.json")}
+    try:
+        image.write_bytes(damage(intact))
+        status, _, stderr = finish(stage(project, stage_name))
+    finally:
+        image.write_bytes(intact)
+        write_params(project, **STAGE_PARAMS)
+    assert status == 2, stderr
+    line = assert_one_error_line(stderr, "error: data/raw/red/test_001.png: no longer a readable image (")
+    assert line.endswith("it changed since the split stage read it: restore it with dvc repro -f fetch, then run dvc repro again")
+    assert {**features_outputs(project), **digest(project / "reports/robustness.json")} == before
+    assert partial_features(project) == [] and list((project / "reports").glob(".robustness*")) == []
+
+
+def without_root_powers() -> list[str]:
+    """A command prefix under which file permissions apply to this user: root ignores them, so as root,
+    without the capabilities that override them (a process owning the files, as here, is then
+    held to their owner's permissions)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root, which file permissions do not stop, and no setpriv to drop that power")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_a_models_folder_without_write_permission_is_one_line_naming_it_and_keeps_the_previous_outputs(project):
+    before = train_outputs(project)
+    as_this_user = without_root_powers()
+    (project / "models").chmod(0o555)
+    try:
+        done = subprocess.run([*as_this_user, sys.executable, "-m", "tlpipe.stages.train", "flatten"],
+                              cwd=project, env=stage_env(), capture_output=True, text=True, timeout=300)
+    finally:
+        (project / "models").chmod(0o755)
+    assert done.returncode == 2, done.stderr
+    line = assert_one_error_line(done.stderr, "error: models/.flatten.partial.keras: Permission denied; ")
+    assert line.endswith("fix its permissions, or those of its folder, for this user, then run dvc repro again")
+    assert train_outputs(project) == before
+    assert list((project / "reports/train").glob(".*")) == [] and list((project / "models").glob(".*")) == []
+
+
+def test_a_read_only_file_system_is_one_line_naming_the_folder_and_keeps_the_previous_cache(project, tmp_path):
+    before = features_outputs(project)
+    # data/ bind-mounted onto itself, read-only: the scratch folder for the new cache cannot be made there.
+    status, stderr = features_under_mounts(project, tmp_path, "mount --bind data data; mount -o remount,bind,ro data")
+    assert status == "2", stderr
+    line = assert_one_error_line(stderr, "error: data: Read-only file system; its file system is mounted read-only: ")
+    assert line.endswith("work in a writable copy, then run dvc repro again")
+    assert features_outputs(project) == before
+    assert partial_features(project) == []
 
 
 def test_kill_9_midway_leaves_a_partial_cache_that_git_ignores_and_the_next_run_removes(project):

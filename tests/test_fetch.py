@@ -1,16 +1,21 @@
 """tlpipe.stages.fetch.main(): dataset.url -> data/raw/, safely and atomically; and the `source` stage
 before it, which checks dataset.url and records its identity (data/source.json)."""
 
+import contextlib
 import http.server
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from builders import REPO, make_image_folder, make_tar, make_zip, png_bytes, sha256_hex, tree, write_params
@@ -365,18 +370,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def http_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+@contextlib.contextmanager
+def serving(handler):
+    """A real HTTP server on 127.0.0.1 answering with `handler`, in a thread."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    server.plans, server.etags, server.requests = {}, {}, []
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     server.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def http_server():
+    with serving(_Handler) as server:
+        server.plans, server.etags, server.requests = {}, {}, []
+        yield server
 
 
 @pytest.fixture
@@ -387,13 +401,18 @@ def no_sleep(monkeypatch):
     return waits
 
 
-@pytest.fixture
-def served_archive(workdir):
-    files = {f"set/{label}/{index}.png": png_bytes(100 + 10 * n + index, size=24)
+def make_served_archive(workdir: Path, first_seed: int = 100) -> tuple[bytes, str, dict[str, bytes]]:
+    """A .tar.gz of one folder of cat and dog images: its bytes, its sha256 and what fetch makes of it."""
+    files = {f"set/{label}/{index}.png": png_bytes(first_seed + 10 * n + index, size=24)
              for n, label in enumerate(["cat", "dog"]) for index in range(3)}
-    archive = make_tar(workdir / "served.tar.gz", files)
+    archive = make_tar(workdir / f"served-{first_seed}.tar.gz", files)
     expected = {name.removeprefix("set/"): data for name, data in files.items()}
     return archive.read_bytes(), sha256_hex(archive), expected
+
+
+@pytest.fixture
+def served_archive(workdir):
+    return make_served_archive(workdir)
 
 
 def test_http_download_smaller_than_the_write_buffer(workdir, http_server, no_sleep):
@@ -489,6 +508,227 @@ def test_http_truncated_once_then_complete_succeeds(workdir, http_server, served
 
     assert tree(workdir / RAW) == expected
     assert no_sleep == [1]
+
+
+# --- HTTP: resuming a download cut short or killed --------------------------------
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves server.body with the validator server.validator (a header: ETag or Last-Modified) as a file
+    server does: a Range request is answered 206 from the byte it asks for (416 past the end), unless its
+    If-Range names another validator (200, the whole body); with server.chunked, in one HTTP/1.1 chunk
+    and no Content-Length. The first server.cuts answers are cut after
+    server.cut_after bytes of body; each waits for server.drop before it drops the connection (a stalled
+    server). Records each GET's Range and If-Range headers, and counts the body bytes sent (server.served)."""
+
+    def do_GET(self):
+        server = self.server
+        server.requests.append({name: self.headers[name] for name in ("Range", "If-Range") if name in self.headers})
+        body, (validator_name, validator) = server.body, server.validator
+        start = 0
+        if "Range" in self.headers and self.headers.get("If-Range", validator) == validator:
+            start = int(re.fullmatch(r"bytes=(\d+)-", self.headers["Range"])[1])
+        if start >= len(body):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(body)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if server.chunked:
+            self.protocol_version, self.close_connection = "HTTP/1.1", True
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        if server.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body) - start))
+        self.send_header(validator_name, validator)
+        self.end_headers()
+        cut = server.cuts > 0
+        server.cuts -= cut
+        sent = body[start:start + server.cut_after] if cut else body[start:]
+        if server.chunked:  # the chunk's size says what the cut leaves out
+            self.wfile.write(f"{len(body) - start:x}\r\n".encode() + sent + (b"" if cut else b"\r\n0\r\n\r\n"))
+        else:
+            self.wfile.write(sent)
+        server.served += len(sent)
+        if cut:
+            server.drop.wait(timeout=60)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def range_server():
+    with serving(_RangeHandler) as server:
+        server.validator, server.requests, server.served, server.cuts, server.drop = ("ETag", '"v1"'), [], 0, 0, threading.Event()
+        server.chunked = False
+        server.drop.set()
+        try:
+            yield server
+        finally:
+            server.drop.set()  # a stalled answer's thread ends
+
+
+@pytest.mark.parametrize(("validator", "chunked"), [
+    (("ETag", '"v1"'), False), (("Last-Modified", "Wed, 02 Dec 2026 10:00:00 GMT"), False), (("ETag", '"v1"'), True),
+], ids=["etag", "last-modified", "chunked"])
+def test_a_download_cut_short_resumes_with_a_range_request(workdir, range_server, served_archive, no_sleep, capsys,
+                                                           validator, chunked):
+    body, sha, expected = served_archive
+    range_server.body, range_server.validator, range_server.cuts, range_server.cut_after = body, validator, 1, 1000
+    range_server.chunked = chunked
+    configure(workdir, f"{range_server.base_url}/data.tar.gz", sha)
+
+    fetch.main()
+
+    out = capsys.readouterr().out
+    assert "dataset.url: connection closed after 1000 " in out
+    assert f"dataset.url: resuming the download at byte 1000 ({sources.download_path(range_server.base_url + '/data.tar.gz')})" in out
+    assert range_server.requests == [{}, {"Range": "bytes=1000-", "If-Range": validator[1]}]
+    assert range_server.served == len(body)  # every byte once
+    assert no_sleep == [1]
+    assert tree(workdir / RAW) == expected
+    assert data_dir_entries(workdir) == ["raw"]  # the download is removed once extracted
+
+
+def fail_cut_in_every_try(workdir: Path, server) -> tuple[str, int]:
+    """A fetch from `server` whose every try is cut after 1000 more bytes: its url, and the bytes it leaves
+    in its download for the next run."""
+    body, sha, _ = make_served_archive(workdir)
+    url = f"{server.base_url}/data.tar.gz"
+    server.body, server.cuts, server.cut_after = body, sources.DOWNLOAD_TRIES, 1000
+    configure(workdir, url, sha)
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    cut_at = 1000 * sources.DOWNLOAD_TRIES
+    assert f"connection closed after {cut_at} of {len(body)} bytes (after {sources.DOWNLOAD_TRIES} tries)" in str(error.value)
+    assert server.requests == [{}] + [{"Range": f"bytes={1000 * tries}-", "If-Range": '"v1"'} for tries in range(1, sources.DOWNLOAD_TRIES)]
+    assert sources.download_path(url).stat().st_size == cut_at  # kept for the next run
+    assert data_dir_entries(workdir) == [".downloads"]
+    del server.requests[:]
+    server.served = 0
+    return url, cut_at
+
+
+@pytest.mark.parametrize("upstream", ["same", "changed"])
+def test_a_download_cut_in_every_try_is_resumed_by_the_next_run_unless_upstream_changed(workdir, range_server, no_sleep, upstream):
+    url, cut_at = fail_cut_in_every_try(workdir, range_server)
+    body, sha, expected = make_served_archive(workdir, first_seed=100 if upstream == "same" else 200)
+    if upstream == "changed":
+        range_server.body, range_server.validator = body, ("ETag", '"v2"')
+        configure(workdir, url, sha)
+
+    fetch.main()
+
+    assert range_server.requests == [{"Range": f"bytes={cut_at}-", "If-Range": '"v1"'}]
+    assert range_server.served == (len(body) - cut_at if upstream == "same" else len(body))
+    assert tree(workdir / RAW) == expected
+    assert data_dir_entries(workdir) == ["raw"]
+
+
+def test_a_416_short_of_the_length_downloaded_under_that_validator_starts_over(workdir, range_server, no_sleep, capsys):
+    url, cut_at = fail_cut_in_every_try(workdir, range_server)
+    # Shorter than the bytes kept, under the same ETag (a misconfigured server): the range is past its end.
+    files = {"cat/a.png": png_bytes(1, size=4), "dog/b.png": png_bytes(2, size=4)}
+    archive = make_tar(workdir / "small.tar.gz", files)
+    assert archive.stat().st_size < cut_at
+    range_server.body = archive.read_bytes()
+    configure(workdir, url, sha256_hex(archive))
+
+    fetch.main()
+
+    assert range_server.requests == [{"Range": f"bytes={cut_at}-", "If-Range": '"v1"'}, {}]
+    assert f"dataset.url: the server has no bytes past {cut_at} of a partial download; starting over; retrying in 1 s" in capsys.readouterr().out
+    assert tree(workdir / RAW) == files
+    assert data_dir_entries(workdir) == ["raw"]
+
+
+def test_a_download_of_a_url_no_longer_configured_is_removed(workdir, range_server, no_sleep):
+    old_url, _ = fail_cut_in_every_try(workdir, range_server)
+    _, sha, expected = make_served_archive(workdir)
+    configure(workdir, f"{range_server.base_url}/other.tar.gz", sha)
+
+    fetch.main()
+
+    assert range_server.requests == [{}]
+    assert not sources.download_path(old_url).exists()
+    assert tree(workdir / RAW) == expected
+    assert data_dir_entries(workdir) == ["raw"]
+
+
+def test_a_complete_download_left_by_a_killed_run_is_used_without_downloading_it_again(workdir, range_server, served_archive, no_sleep):
+    body, sha, expected = served_archive
+    url = f"{range_server.base_url}/data.tar.gz"
+    range_server.body = body
+    configure(workdir, url, sha)
+    sources.download(url)  # as a run killed after its download, before it extracted it, leaves it
+
+    fetch.main()
+
+    assert range_server.requests == [{}, {"Range": f"bytes={len(body)}-", "If-Range": '"v1"'}]  # answered 416
+    assert range_server.served == len(body)
+    assert tree(workdir / RAW) == expected
+    assert data_dir_entries(workdir) == ["raw"]
+
+
+def test_a_download_that_fails_its_sha256_is_removed_and_named_in_one_line(workdir, range_server, served_archive, no_sleep):
+    previous = make_previous_raw(workdir)
+    body, sha, _ = served_archive
+    url = f"{range_server.base_url}/data.tar.gz"
+    range_server.body = body
+    configure(workdir, url, WRONG_SHA)
+
+    with pytest.raises(UserError) as error:
+        fetch.main()
+
+    assert str(error.value) == (f"dataset.url = {url!r}: sha256 is {sha}, but params.yaml dataset.sha256 is {WRONG_SHA}; "
+                                "fix dataset.url or update dataset.sha256, then run dvc repro again")
+    assert tree(workdir / RAW) == previous
+    assert data_dir_entries(workdir) == ["raw"]  # the next run downloads it afresh
+
+
+def test_a_fetch_killed_midway_resumes_its_download_in_the_next_run(workdir, range_server):
+    # Incompressible content, large enough that the first half spans many reads and writes.
+    noise = np.random.default_rng(7).bytes
+    files = {"cat/a.png": noise(200_000), "dog/b.png": noise(200_000)}
+    archive = make_tar(workdir / "noise.tar", files, mode="w")
+    body = archive.read_bytes()
+    url = f"{range_server.base_url}/noise.tar"
+    range_server.body, range_server.cuts, range_server.cut_after = body, 1, len(body) // 2
+    range_server.drop.clear()  # the first answer stalls after its first half
+    configure(workdir, url, sha256_hex(archive))
+    part = sources.download_path(url)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "tlpipe.stages.fetch"]
+
+    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (part.is_file() and part.stat().st_size >= len(body) // 4):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.kill()
+    process.communicate(timeout=60)
+    range_server.drop.set()
+    kept = part.stat().st_size
+    shutil.copy(REPO / ".gitignore", workdir / ".gitignore")
+    subprocess.run(["git", "init", "-q", str(workdir)], check=True)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=workdir,
+                            capture_output=True, text=True, check=True).stdout
+    assert "params.yaml" in status and ".downloads" not in status
+
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert f"dataset.url: resuming the download at byte {kept} ({part})" in result.stdout
+    assert range_server.requests == [{}, {"Range": f"bytes={kept}-", "If-Range": '"v1"'}]
+    assert range_server.served == len(body) // 2 + len(body) - kept  # the second run sent only what was missing
+    assert tree(workdir / RAW) == files
+    assert not (workdir / sources.DOWNLOADS_DIR).exists()
 
 
 # --- the source stage: is dataset.url there, and what does it hold -------------------

@@ -81,11 +81,20 @@ def test_a_baseline_on_another_test_split_of_the_same_data_shows_no_deltas():
                      "(300 test images then, 300 now): no deltas shown."]
 
 
-def test_a_baseline_from_another_dataset_shows_no_deltas(tmp_path):
+def test_a_baseline_from_another_dataset_with_other_test_images_shows_no_deltas(tmp_path):
     other = load_config(write_params(tmp_path, **{"dataset.url": "data/other", "dataset.sha256": ""}))
-    other_data = measured_on(other, manifest(CLASSES, {"train": 6, "val": 2, "test": 75}))
+    other_data = measured_on(other, manifest(CLASSES, {"train": 6, "val": 2, "test": 70}))
     [line] = changes_markdown(METRICS, IDENTITY, "main", ("abc1234", committed(BEFORE, other_data)))
-    assert line == "Against `main` (commit `abc1234`): the baseline was measured on another dataset (`data/other`): no deltas shown."
+    assert line == ("Against `main` (commit `abc1234`): the baseline was measured on another dataset (`data/other`) and "
+                    "another test split (300 test images then, 300 now): no deltas shown.")
+
+
+def test_a_baseline_trained_on_other_images_with_the_same_test_split_shows_deltas_and_says_so():
+    more_training = measured_on(CONFIG, manifest(CLASSES, {"train": 9, "val": 2, "test": 75}))
+    lines = changes_markdown(METRICS, IDENTITY, "main", ("abc1234", committed(BEFORE, more_training)))
+    assert lines[0].startswith("Against `main` (commit `abc1234`; the baseline trained on another version of "
+                               "`data/samples/fashion-mnist-mini.tar.gz`, tested on the same test split). A difference")
+    assert "| accuracy | 80.0% | 70.0% | +10.0 pts (beyond ±7.4 pts) | 83.0% | 82.0% | +1.0 pts (within ±6.7 pts) |" in lines
 
 
 def test_a_baseline_that_does_not_record_what_it_measured_shows_no_deltas():

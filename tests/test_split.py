@@ -217,6 +217,9 @@ def test_hidden_folder_and_hidden_file_are_listed_with_their_reason(workdir, cap
     assert "0 of 120 files skipped (0.00%)" in report
     assert "120 images in 3 classes" in out
     assert "2 left out: .dotclass/, a hidden folder (name starts with '.'); labels.txt, a file outside the class folders" in out
+    skipped_lines = [line for line in out.splitlines() if line.startswith("split: skipped ")]
+    assert len(skipped_lines) == split.SKIPPED_LINES + 1  # 42 skipped: 10 named, then the count of the rest
+    assert skipped_lines[-1] == f"split: skipped 32 more files, each listed with its reason in {DATA_FILES}"
 
 
 def test_class_too_small_for_every_split_is_named(workdir):

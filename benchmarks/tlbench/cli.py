@@ -14,8 +14,9 @@ from tlpipe.config import HEAD_NAMES, REPORTS_DIR, load_config
 from tlpipe.errors import UserError
 from tlpipe.files import sha256_of, write_json, write_text
 
+from .engines import RAY_ACTORS, benchmark_engines
 from .machine import describe_setup
-from .markdown import benchmark_markdown
+from .markdown import benchmark_markdown, engines_markdown
 from .measure import benchmark, say
 from .synthetic import generate_dataset
 from .targets import check_targets
@@ -47,14 +48,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compare", type=Path, metavar="JSON",
                         help="a benchmark.json of a run at another dataset size (same trunk and image size): "
                              "checks the peak-RSS target against it")
-    parser.add_argument("--out", type=Path, default=REPORTS_DIR, help="where to write benchmark.json and benchmark.md (default: reports/)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: instead of the whole benchmark, the features stage on the local engine and on a "
+                             f"local Ray with {RAY_ACTORS} actors, side by side, and what Ray adds phase by phase")
+    parser.add_argument("--out", type=Path,
+                        help=f"where to write benchmark.json and benchmark.md (default: reports/, {RAY_OUT} for --engine ray)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy of the repo (its path is printed)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    ignored = [option for option, dest in RAY_IGNORES.items() if getattr(args, dest) != parser.get_default(dest)]
+    if args.engine == "ray" and ignored:
+        parser.error(f"--engine ray times the features stage only: leave out {', '.join(ignored)}")
+    return args
 
+
+# What --engine ray has no use for: it trains nothing and measures no peak RSS.
+RAY_IGNORES = {"--epochs": "epochs", "--repeats": "repeats", "--skip-usual": "skip_usual", "--rest": "rest", "--compare": "compare"}
 
 # --rest: the options it sets where they are not given.
 REST_PRESET = {"generate": 10_000, "image_size": 32, "trunk": "mobilenet_v2", "weights": "none"}
 REST_PRESET_TEXT = "MobileNetV2 at 32 px, weights none, 10,000 generated images"
+RAY_OUT = REPORTS_DIR / "bench-ray"  # not reports/: its benchmark.md is the whole benchmark's
 
 
 def main() -> None:
@@ -64,7 +77,7 @@ def main() -> None:
             if getattr(args, option) is None and not (option == "generate" and args.dataset):
                 setattr(args, option, value)
         args.skip_usual = True
-    out = args.out.resolve()
+    out = (args.out or (RAY_OUT if args.engine == "ray" else REPORTS_DIR)).resolve()
     compare = json.loads(args.compare.read_text()) if args.compare else None
     started, home = time.perf_counter(), Path.cwd()
     work = Path(tempfile.mkdtemp(prefix="tlpipe-bench-"))
@@ -75,11 +88,15 @@ def main() -> None:
         os.chdir(project)  # tlpipe's paths (data/raw, data/features, ...) are relative to the project
         config = load_config()
         device = runtime.setup(config.seed)
-        measured = benchmark(project, config, usual=not args.skip_usual)
+        if args.engine == "ray":
+            measured = benchmark_engines(project, config)
+        else:
+            measured = benchmark(project, config, usual=not args.skip_usual)
         dataset = f"generated: {args.generate} images, seed {config.seed}" if args.generate else config.dataset.url
         results = {"setup": describe_setup(config, dataset, device), **measured}
         results["setup"]["bench_seconds"] = round(time.perf_counter() - started, 1)
-        results["targets"] = check_targets(results, compare)
+        if args.engine == "local":
+            results["targets"] = check_targets(results, compare)
     finally:
         os.chdir(home)
         if args.keep:
@@ -87,7 +104,7 @@ def main() -> None:
         else:
             shutil.rmtree(work, ignore_errors=True)
     write_json(out / "benchmark.json", results)
-    markdown = benchmark_markdown(results)
+    markdown = engines_markdown(results) if args.engine == "ray" else benchmark_markdown(results)
     write_text(out / "benchmark.md", markdown)
     print(markdown)
     say(f"wrote {out / 'benchmark.json'} and {out / 'benchmark.md'} in {results['setup']['bench_seconds']:.0f} s")

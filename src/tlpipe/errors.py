@@ -1,6 +1,7 @@
 """One-line errors for the user, and the entry point wrapper every stage uses."""
 
 import errno
+import functools
 import os
 import signal
 import sys
@@ -24,6 +25,26 @@ class UserError(Exception):
 
     The message is one line that names the file or parameter and says what to do.
     """
+
+
+# UserErrors raised inside a function TensorFlow calls (tf.numpy_function in a tf.data map):
+# TensorFlow turns any exception there into an UnknownError of its own, text and traceback only.
+_raised_inside_tensorflow: list[UserError] = []
+
+
+def keeping_user_errors(function: Callable) -> Callable:
+    """`function`, for TensorFlow to call: a UserError it raises is kept, for run_stage to report in
+    place of the error TensorFlow makes of it."""
+
+    @functools.wraps(function)
+    def call(*args):
+        try:
+            return function(*args)
+        except UserError as error:
+            _raised_inside_tensorflow.append(error)
+            raise
+
+    return call
 
 
 def summary(error: BaseException) -> str:
@@ -56,6 +77,8 @@ def run_stage(main: Callable[[], None]) -> None:
         # exception (numpy.fromfile: TypeError), which a loader may even report as a corrupt file.
         if interrupts or isinstance(error, KeyboardInterrupt):
             _exit(f"error: {INTERRUPTED}", EXIT_INTERRUPTED)
+        if _raised_inside_tensorflow:
+            _exit(f"error: {_raised_inside_tensorflow[0]}", 2)
         if isinstance(error, UserError):
             _exit(f"error: {error}", 2)
         if isinstance(error, OSError):

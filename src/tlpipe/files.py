@@ -85,7 +85,10 @@ def temporary_dir_for(target: Path) -> tempfile.TemporaryDirectory:
     """A scratch folder beside `target` (same file system, so a rename into place is atomic)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target)
-    return tempfile.TemporaryDirectory(dir=target.parent, prefix=_partial_prefix(target))
+    try:
+        return tempfile.TemporaryDirectory(dir=target.parent, prefix=_partial_prefix(target))
+    except OSError as error:  # a read-only or unwritable folder: name it, not the random name it refused
+        raise OSError(error.errno, error.strerror, str(target.parent)) from error
 
 
 def replace_dir(new: Path, target: Path) -> None:

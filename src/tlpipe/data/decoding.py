@@ -5,8 +5,8 @@ threads do not scale: measured on 2 cores, 64 px PNGs, one numpy_function per im
 tf.data decoded at a quarter of one core's serial rate. Worker processes do scale, but
 pickling the pixels back through a pipe costs the parent more than decoding them at
 224 px; so each worker writes its batch into a shared-memory block that the parent copies
-out and frees. The workers run tlpipe.data.images.load_rgb, the decoder the split stage
-validated with: the pixels are the same as decoding in the parent.
+out and frees. The workers run tlpipe.data.images.load_listed_rgb (load_rgb, the decoder the
+split stage validated with): the pixels are the same as decoding in the parent.
 """
 
 import atexit
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlpipe.data.images import load_rgb
+from tlpipe.data.images import load_listed_rgb
 
 _pool: ProcessPoolExecutor | None = None
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -41,8 +41,8 @@ def start_workers() -> None:
 
 def decode_batch(root: Path, paths: list[str], size: int) -> np.ndarray:
     """The images root/<path> as one uint8 array (n, size, size, 3), decoded by the worker processes."""
-    # Absolute: the workers keep the working directory they were started in.
-    name = _workers().submit(_decode_into_shared_memory, os.path.abspath(root), paths, size).result()
+    # With the working directory: the workers keep the one they were started in.
+    name = _workers().submit(_decode_into_shared_memory, os.getcwd(), str(root), paths, size).result()
     block = SharedMemory(name=name)
     try:
         return np.ndarray((len(paths), size, size, 3), np.uint8, buffer=block.buf).copy()
@@ -87,13 +87,14 @@ def _start_worker(parent: int) -> None:
             os._exit(1)
 
 
-def _decode_into_shared_memory(root: str, paths: list[str], size: int) -> str:
-    """In a worker: decode the batch into a new shared-memory block; the parent frees it."""
+def _decode_into_shared_memory(directory: str, root: str, paths: list[str], size: int) -> str:
+    """In a worker: decode the batch, root/<path> in `directory`, into a new shared-memory block; the parent frees it."""
+    os.chdir(directory)  # root relative, as a bad image's error names it
     block = SharedMemory(create=True, size=len(paths) * size * size * 3)
     images = np.ndarray((len(paths), size, size, 3), np.uint8, buffer=block.buf)
     try:
         for index, path in enumerate(paths):
-            images[index] = load_rgb(Path(root) / path, size)
+            images[index] = load_listed_rgb(Path(root) / path, size)
     except BaseException:
         del images
         block.close()

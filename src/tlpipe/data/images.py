@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
+from tlpipe.errors import UserError, os_error_line
+
 # The pixel limit is dataset.max_pixels, which the split stage checks from each file's
 # header (decode_rgb's max_pixels) and reports as a skip; features decodes only the
 # files split accepted. Pillow's own global check would warn or raise instead.
@@ -71,3 +73,15 @@ def load_rgb(path: str | Path, size: int) -> np.ndarray:
     """An image file as a uint8 array of shape (size, size, 3), squashed to a square."""
     image = open_rgb(path).resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
+
+
+def load_listed_rgb(path: Path, size: int) -> np.ndarray:
+    """load_rgb for an image the manifest lists: one that no longer decodes (changed since the
+    split stage read it) or cannot be read is a UserError naming it."""
+    try:
+        return load_rgb(path, size)
+    except Exception as error:  # Pillow raises OSError, ValueError, SyntaxError... for a bad file
+        if isinstance(error, OSError) and error.errno is not None:  # the system's: permissions, I/O
+            raise UserError(os_error_line(error)) from None
+        raise UserError(f"{path}: no longer a readable image ({type(error).__name__}); it changed since "
+                        "the split stage read it: restore it with dvc repro -f fetch, then run dvc repro again") from None

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlpipe.data.decoding import decode_batch, start_workers
+from tlpipe.errors import keeping_user_errors
 
 Transform = Callable[[tf.Tensor], tf.Tensor]
 
@@ -32,6 +33,7 @@ def image_batches(
     paths = np.array([str(path) for path in paths])
     start_workers()
 
+    @keeping_user_errors  # a bad image's UserError, which TensorFlow would make an UnknownError
     def decode(indices: np.ndarray) -> np.ndarray:
         return decode_batch(root, list(paths[indices]), size)
 

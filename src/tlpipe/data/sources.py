@@ -1,7 +1,12 @@
 """Where a dataset comes from: a local folder, or a .zip / .tar(.gz|.bz2|.xz) archive by path or
 http(s):// URL; downloaded with retries, checked against its sha256 and extracted safely."""
 
+import contextlib
+import hashlib
+import http.client
+import json
 import lzma
+import re
 import socket
 import tarfile
 import time
@@ -17,9 +22,11 @@ from tqdm import tqdm
 from tlpipe.config import DatasetConfig
 from tlpipe.data.layout import hidden_reason
 from tlpipe.errors import UserError
-from tlpipe.files import CHUNK_BYTES, sha256_of
+from tlpipe.files import CHUNK_BYTES, sha256_of, write_json
 
 DOWNLOAD_TRIES = 4
+# Downloads in progress (download_path): git- and dvc-ignored, resumed by the next attempt or run.
+DOWNLOADS_DIR = Path("data/.downloads")
 # The response headers that identify a URL's content (DVC tracks http(s) dependencies by the same).
 IDENTITY_HEADERS = ("ETag", "Last-Modified", "Content-Length")
 # What zipfile, tarfile and the decompressors raise on a truncated or corrupt archive.
@@ -37,23 +44,113 @@ def local_path(url: str) -> Path | None:
     return path
 
 
-def download(url: str, destination: Path) -> Path:
-    """Stream url to destination, retrying transient failures."""
+def download_path(url: str) -> Path:
+    """Where url is downloaded to: data/.downloads/<sha256 of url>.part, kept until the fetch ends so that
+    another attempt, or the next run after a kill, resumes it; its sidecar <sha256 of url>.json records the url,
+    the validator (ETag or Last-Modified) that says whether the server still holds the same content,
+    and the full length."""
+    return DOWNLOADS_DIR / f"{hashlib.sha256(url.encode()).hexdigest()}.part"
+
+
+def discard_download(url: str) -> None:
+    """Remove url's download and sidecar, and data/.downloads/ itself once empty."""
+    part = download_path(url)
+    part.unlink(missing_ok=True)
+    part.with_suffix(".json").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: another url's download, or none at all
+        DOWNLOADS_DIR.rmdir()
+
+
+def download(url: str) -> Path:
+    """Stream url to download_path(url), retrying transient failures. What an earlier attempt or a killed
+    run left there is resumed (Range, with If-Range: the validator it was downloaded under); a server
+    that answers with the whole content instead (it changed, or it ignores ranges) starts it over."""
+    part = download_path(url)
+    for stale in DOWNLOADS_DIR.glob("*"):  # another dataset.url's, left from before it was changed
+        if stale.stem != part.stem:
+            stale.unlink()
 
     def attempt() -> Path:
-        with urllib.request.urlopen(url, timeout=60) as response, open(destination, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            received = 0
-            with tqdm(total=total, unit="B", unit_scale=True, desc="download", disable=None) as progress:
-                while chunk := response.read(CHUNK_BYTES):
-                    out.write(chunk)
-                    received += len(chunk)
-                    progress.update(len(chunk))
-            if total is not None and received != total:
-                raise urllib.error.URLError(f"connection closed after {received} of {total} bytes")
-        return destination
+        offset, known = _resumable(url, part)
+        request = urllib.request.Request(url)
+        if offset:
+            print(f"dataset.url: resuming the download at byte {offset} ({part})")
+            request.add_header("Range", f"bytes={offset}-")
+            request.add_header("If-Range", known["validator"])
+        try:
+            response = urllib.request.urlopen(request, timeout=60)
+        except urllib.error.HTTPError as error:
+            if error.code != 416 or not offset:
+                raise
+            error.close()
+            if offset == known["length"]:
+                return part  # every byte was there: a run killed before it used the download
+            raise _start_over(url, f"the server has no bytes past {offset} of a partial download")
+        with response:
+            if offset and response.status == 206:
+                start = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+                if start is None or int(start[1]) != offset:
+                    raise _start_over(url, f"asked for bytes from {offset}, got {response.headers.get('Content-Range')!r}")
+            else:  # the whole content (it changed, or the server ignores ranges): from byte 0
+                offset = 0
+                known = _start(url, part, response)
+            _receive(response, part, offset, known["length"])
+        return part
 
-    return _with_retries(url, attempt)
+    try:
+        return _with_retries(url, attempt)
+    except UserError:
+        if not _resumable(url, part)[0]:
+            discard_download(url)  # nothing a later run could resume
+        raise
+
+
+def _resumable(url: str, part: Path) -> tuple[int, dict]:
+    """How many bytes of url `part` holds that a Range request can resume from, and its sidecar;
+    (0, {}) without a validator to ask whether they are still the server's."""
+    try:
+        known = json.loads(part.with_suffix(".json").read_text(encoding="utf-8"))
+        size = part.stat().st_size
+    except (OSError, ValueError):
+        return 0, {}
+    if known.get("url") != url or not known.get("validator"):
+        return 0, {}
+    return size, known
+
+
+def _start(url: str, part: Path, response) -> dict:
+    """Empty `part` and record what identifies the content `response` begins, before any of it is
+    written: a kill never leaves bytes beside another content's validator."""
+    length = response.headers.get("Content-Length")
+    known = {"url": url, "validator": response.headers.get("ETag") or response.headers.get("Last-Modified"),
+             "length": int(length) if length else None}
+    part.unlink(missing_ok=True)
+    write_json(part.with_suffix(".json"), known)
+    return known
+
+
+def _start_over(url: str, reason: str) -> urllib.error.URLError:
+    """A transient failure (the next attempt downloads from byte 0), the partial download removed."""
+    discard_download(url)
+    return urllib.error.URLError(f"{reason}; starting over")
+
+
+def _receive(response, part: Path, offset: int, length: int | None) -> None:
+    """Append the response's body to `part`, which holds `offset` bytes of the content."""
+    remaining = response.headers.get("Content-Length")
+    expected = offset + int(remaining) if remaining else None
+    with open(part, "ab") as out, tqdm(total=length, initial=offset, unit="B", unit_scale=True, desc="download",
+                                       disable=None) as progress:
+        try:
+            # read1: what has arrived, written as it comes, so that a kill loses next to nothing.
+            while chunk := response.read1(CHUNK_BYTES):
+                out.write(chunk)
+                progress.update(len(chunk))
+        except http.client.IncompleteRead:  # a chunked body cut short
+            raise urllib.error.URLError(f"connection closed after {out.tell()} bytes") from None
+        received = out.tell()
+    if expected is not None and received != expected:
+        raise urllib.error.URLError(f"connection closed after {received} of {expected} bytes")
 
 
 def remote_identity(url: str) -> dict[str, str]:
@@ -103,14 +200,28 @@ def _cause(error: Exception) -> str:
     return str(reason)
 
 
+@contextlib.contextmanager
+def archive_file(url: str, local: Path | None):
+    """The archive file url names: `local`, or url downloaded, the download removed once used or refused
+    (no big file lingers; one that fails its sha256 or is corrupt is downloaded afresh next time)."""
+    if local is not None:
+        yield local
+        return
+    archive = download(url)
+    try:
+        yield archive
+    finally:
+        discard_download(url)
+
+
 def verify_sha256(archive: Path, dataset: DatasetConfig) -> None:
     actual = sha256_of(archive)
     if not dataset.sha256:
         print(f"fetch: dataset.sha256 is empty; pin this archive with dataset.sha256: {actual}")
     elif actual != dataset.sha256:
         raise UserError(
-            f"{dataset.url}: sha256 is {actual}, params.yaml dataset.sha256 expects {dataset.sha256}; "
-            "fix the URL or update dataset.sha256"
+            f"dataset.url = {dataset.url!r}: sha256 is {actual}, but params.yaml dataset.sha256 is {dataset.sha256}; "
+            "fix dataset.url or update dataset.sha256, then run dvc repro again"
         )
 
 

@@ -86,12 +86,18 @@ def _listed(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+def _dataset_difference(now: dict, then: dict) -> str | None:
+    """How the baseline's dataset differs from this run's (tlpipe.reporting.baseline.measured_on), if it does."""
+    if now["dataset"]["content_sha256"] == then["dataset"]["content_sha256"]:
+        return None
+    url = then["dataset"]["url"]
+    return f"another dataset (`{url}`)" if url != now["dataset"]["url"] else f"another version of `{url}`"
+
+
 def _differences(now: dict, then: dict, test_images_now: int, test_images_then: int) -> list[str]:
-    """What the baseline was measured on that this run was not (tlpipe.reporting.baseline.measured_on)."""
+    """What makes the baseline's figures not comparable: other classes or another test split
+    (with the dataset difference behind them, if any). Other training data alone is comparable."""
     differences = []
-    if now["dataset"]["content_sha256"] != then["dataset"]["content_sha256"]:
-        url = then["dataset"]["url"]
-        differences.append(f"another dataset (`{url}`)" if url != now["dataset"]["url"] else f"another version of `{url}`")
     if now["classes"] != then["classes"]:
         if len(now["classes"]) != len(then["classes"]):
             differences.append(f"other classes ({len(then['classes'])} vs {len(now['classes'])})")
@@ -101,7 +107,8 @@ def _differences(now: dict, then: dict, test_images_now: int, test_images_then: 
             differences.append(f"other classes ({', '.join(then_only)} instead of {', '.join(now_only)})")
     if now["test_split_sha256"] != then["test_split_sha256"]:
         differences.append(f"another test split ({test_images_then} test images then, {test_images_now} now)")
-    return differences
+    dataset = _dataset_difference(now, then)
+    return [dataset, *differences] if differences and dataset else differences
 
 
 def _trunk(trunk: dict) -> str:
@@ -111,7 +118,7 @@ def _trunk(trunk: dict) -> str:
 def changes_markdown(metrics: dict, measured_on: dict, revision: str, baseline: tuple[str, dict] | None) -> list[str]:
     """For each head and metric: the value now, the baseline's, and the change, quality changes
     marked within or beyond the noise (NOISE_RULE); no changes where the baseline measured
-    something else (its dataset, classes or test split differ, or it does not say)."""
+    something else (its classes or test split differ, or it does not say)."""
     if baseline is None:
         return [f"No baseline: `{revision}` has no committed `reports/metrics.json`."]
     commit, before = baseline
@@ -123,10 +130,12 @@ def changes_markdown(metrics: dict, measured_on: dict, revision: str, baseline: 
     differences = _differences(measured_on, then, metrics[first]["test_images"], before[first]["test_images"])
     if differences:
         return [f"Against `{revision}` (commit `{commit}`): the baseline was measured on {_listed(differences)}: no deltas shown."]
-    # Another trunk on the same data is an experiment the deltas measure; the line says so.
-    trunks = "" if then["trunk"] == measured_on["trunk"] else f"; trunk {_trunk(then['trunk'])} then, {_trunk(measured_on['trunk'])} now"
+    # Another trunk, or other training data on the same test split, is an experiment the deltas measure; the line says so.
+    context = "" if then["trunk"] == measured_on["trunk"] else f"; trunk {_trunk(then['trunk'])} then, {_trunk(measured_on['trunk'])} now"
+    dataset = _dataset_difference(measured_on, then)
+    context += f"; the baseline trained on {dataset}, tested on the same test split" if dataset else ""
     header = "| metric | " + " | ".join(f"{TITLES[head]} | baseline | change" for head in HEAD_NAMES) + " |"
-    lines = [f"Against `{revision}` (commit `{commit}`{trunks}). {NOISE_RULE} Timings: `reports/cost.json` and the Cost table.",
+    lines = [f"Against `{revision}` (commit `{commit}`{context}). {NOISE_RULE} Timings: `reports/cost.json` and the Cost table.",
              "", header, "|---|" + "---:|---:|---:|" * len(HEAD_NAMES)]
     for key, label, show, show_change, judged in CHANGES:
         cells = []

@@ -14,7 +14,7 @@ import numpy as np
 from tlpipe import runtime
 from tlpipe.cache import load_meta, load_trunk
 from tlpipe.config import HEAD_NAMES, MODELS_DIR, RAW_DIR, ROBUSTNESS_REPORT, load_config
-from tlpipe.data.images import load_rgb
+from tlpipe.data.images import load_listed_rgb
 from tlpipe.data.manifest import read_manifest, split_rows
 from tlpipe.data.shifts import eighth_shifts, shift_image
 from tlpipe.errors import run_stage
@@ -34,7 +34,7 @@ def main() -> None:
     meta = load_meta()
     size, classes = meta["trunk"]["image_size"], meta["classes"]
     paths, labels = split_rows(read_manifest(), "test", classes)
-    images = np.stack([load_rgb(RAW_DIR / path, size) for path in paths])
+    images = np.stack([load_listed_rgb(RAW_DIR / path, size) for path in paths])
     trunk = load_trunk()
     heads = {head: load_model_file(MODELS_DIR / f"{head}.keras", f"run dvc repro -f train@{head}").get_layer(
         head_layer_name(head)) for head in HEAD_NAMES}

@@ -32,6 +32,8 @@ from tlpipe.errors import run_stage
 from tlpipe.files import write_text
 from tlpipe.reporting.data_report import data_markdown
 
+SKIPPED_LINES = 10
+
 
 def main() -> None:
     config = load_config()
@@ -39,8 +41,7 @@ def main() -> None:
     images, outcomes = scan(RAW_DIR, config.dataset.max_pixels)
     files = pd.DataFrame(outcomes + identical_files(images), columns=FILE_COLUMNS)
     files = files.sort_values(["path", "action"], ignore_index=True)
-    for row in files[files["action"] == "skipped"].itertuples():
-        print(f"split: skipped {row.path}: {row.reason}")
+    _print_skipped(files[files["action"] == "skipped"])
     skips = count_skips(files, len(images))
     check_skipped_fraction(skips, config.split.max_skipped_fraction)
 
@@ -56,6 +57,13 @@ def main() -> None:
     print(split_summary(counts, config.split) + left_out_note(left_out))
     print(files_summary(files))
 
+
+def _print_skipped(skipped: pd.DataFrame) -> None:
+    """A line per skipped file, up to SKIPPED_LINES: a .git or __MACOSX tree would flood the log."""
+    for row in skipped.head(SKIPPED_LINES).itertuples():
+        print(f"split: skipped {row.path}: {row.reason}")
+    if len(skipped) > SKIPPED_LINES:
+        print(f"split: skipped {len(skipped) - SKIPPED_LINES} more files, each listed with its reason in {DATA_FILES}")
 
 
 if __name__ == "__main__":
