@@ -60,6 +60,17 @@ def test_decoding_runs_in_its_own_tasks_ahead_of_the_trunk(tmp_path, local_ray):
     assert "MapBatches(decode_images)" in stats and "decode_images)->" not in stats  # not fused into the actors
 
 
+def test_an_image_that_no_longer_decodes_is_one_line_naming_it(tmp_path, local_ray):
+    manifest = write_split_dataset(tmp_path, {"train": 3}, size=SIZE)
+    damaged = tmp_path / "data/raw" / manifest["path"].iloc[5]
+    damaged.write_bytes(b"not an image")
+    trunk = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(2, 1)])
+    ray_pass = RayTrunkPass(trunk, tmp_path / "data/raw", SIZE, 4, RayConfig(actors=1), seed=0)
+    with pytest.raises(UserError) as error:
+        list(ray_pass.feature_maps(manifest["path"]).take(len(manifest)))
+    assert str(error.value).startswith(f"{damaged}: no longer a readable image (UnidentifiedImageError)")
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

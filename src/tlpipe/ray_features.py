@@ -25,7 +25,7 @@ import numpy as np
 import tlpipe
 from tlpipe import runtime
 from tlpipe.config import RayConfig
-from tlpipe.data.images import load_rgb
+from tlpipe.data.images import load_listed_rgb
 from tlpipe.errors import UserError
 
 INSTALL_RAY = "pip install --constraint requirements.lock -e '.[ray]'"
@@ -95,6 +95,9 @@ class RayTrunkPass:
             if not np.array_equal(indices, np.arange(expected, expected + len(indices))):
                 raise RuntimeError(f"Ray returned rows {indices[:3]}... where row {expected} was due")
             expected += len(indices)
+            failed = [error for error in batch["error"] if error]
+            if failed:
+                raise UserError(failed[0])
             yield batch["features"]
 
 
@@ -116,9 +119,20 @@ class Rows:
 
 
 def decode_images(batch: dict[str, np.ndarray], root: str, size: int) -> dict[str, np.ndarray]:
-    """A Ray Data batch of paths -> the same rows' uint8 RGB images, decoded as the local engine decodes them."""
-    images = np.stack([load_rgb(Path(root) / path, size) for path in batch["path"]])
-    return {"index": batch["index"], "image": images}
+    """A Ray Data batch of paths -> the same rows' uint8 RGB images, decoded as the local engine decodes them.
+
+    An image that no longer decodes becomes a black one plus its one-line error, which the driver
+    raises: raised here, Ray Data would hand the driver its own traceback instead of the line.
+    """
+    images, errors = [], []
+    for path in batch["path"]:
+        try:
+            images.append(load_listed_rgb(Path(root) / path, size))
+            errors.append("")
+        except UserError as error:
+            images.append(np.zeros((size, size, 3), np.uint8))
+            errors.append(str(error))
+    return {"index": batch["index"], "image": np.stack(images), "error": np.array(errors)}
 
 
 class TrunkActor:
@@ -134,7 +148,7 @@ class TrunkActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         features = self.trunk.predict_on_batch(batch["image"].astype(np.float32))
-        return {"index": batch["index"], "features": np.asarray(features, dtype=np.float16)}
+        return {"index": batch["index"], "features": np.asarray(features, dtype=np.float16), "error": batch["error"]}
 
 
 def import_ray():
