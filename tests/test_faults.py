@@ -73,8 +73,9 @@ def wait_for_trunk_pass(project: Path) -> None:
 
 
 def digest(*roots: Path) -> dict[str, str]:
-    """sha256 of every file under `roots` (files or folders), by path."""
-    files = [path for root in roots for path in ([root] if root.is_file() else sorted(root.rglob("*"))) if path.is_file()]
+    """sha256 of every file under `roots` (files or folders), by path; work in progress (hidden) left out."""
+    files = [path for root in roots for path in ([root] if root.is_file() else sorted(root.rglob("*")))
+             if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root.parent).parts)]
     return {str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
 
 
@@ -135,6 +136,38 @@ def test_ctrl_c_during_training_is_one_line_and_keeps_the_previous_reports_and_m
     assert assert_one_error_line(stderr, INTERRUPTED) == INTERRUPTED
     assert train_outputs(project) == before
     assert list((project / "reports/train").glob(".*")) == []
+
+
+def staged_leftovers(project: Path) -> list[Path]:
+    """Work in progress of the train stage (tlpipe.files.StagedOutputs) left in models/ or reports/."""
+    return sorted(path for folder in ("models", "reports") for path in (project / folder).rglob(".*"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupted_while_evaluating_the_new_model_keeps_the_previous_model_and_reports(project, tmp_path, signum):
+    project = shutil.copytree(project, tmp_path / "project")
+    before = train_outputs(project)
+    write_params(project, **{**STAGE_PARAMS, "seed": 7})  # another model than the one in place
+    process = stage(project, "train", "flatten")
+    wait_for(lambda: "kept run" in process.stdout.readline(), "the new model to be saved")  # evaluation starts
+    assert list(project.glob("models/.flatten.keras.partial-*/flatten.keras")), "the new model is not staged"
+    process.send_signal(signum)
+    status, _, stderr = finish(process)
+    assert train_outputs(project) == before
+    if signum == signal.SIGINT:
+        assert status == 130, stderr
+        assert assert_one_error_line(stderr, INTERRUPTED) == INTERRUPTED
+        assert staged_leftovers(project) == []
+    else:
+        assert staged_leftovers(project), "the kill came too late: the stage had put its outputs in place"
+
+    started = time.time_ns()
+    run_stage(project, "train", "flatten")
+    after = train_outputs(project)
+    assert staged_leftovers(project) == []
+    assert after.keys() == before.keys()
+    assert all(Path(path).stat().st_mtime_ns >= started for path in after), "an output was not written by the rerun"
+    assert after[str(project / "models/flatten.keras")] != before[str(project / "models/flatten.keras")]
 
 
 def test_a_truncated_feature_file_is_one_line_naming_it_and_the_training_reports_stay(project):
@@ -260,7 +293,8 @@ def test_a_models_folder_without_write_permission_is_one_line_naming_it_and_keep
     finally:
         (project / "models").chmod(0o755)
     assert done.returncode == 2, done.stderr
-    line = assert_one_error_line(done.stderr, "error: models/.flatten.partial.keras: Permission denied; ")
+    # The stage's scratch folder for the model is the first thing it cannot make there (tlpipe.files.StagedOutputs).
+    line = assert_one_error_line(done.stderr, "error: models: Permission denied; ")
     assert line.endswith("fix its permissions, or those of its folder, for this user, then run dvc repro again")
     assert train_outputs(project) == before
     assert list((project / "reports/train").glob(".*")) == [] and list((project / "models").glob(".*")) == []

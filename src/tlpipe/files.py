@@ -4,6 +4,10 @@ Work in progress goes under a hidden name beside its target, `.<name>.partial-XX
 folder; `.<stem>.partial<suffix>` where a writer checks the suffix), renamed into place once
 complete. A killed run (kill -9, a power cut) can leave one behind: the next write of the same
 target removes it. .gitignore hides them from git.
+
+A stage with several outputs writes them all through StagedOutputs, which renames them into place
+together once every one is written: an interrupted run leaves the previous set whole, never a new
+model beside the previous model's reports.
 """
 
 import contextlib
@@ -12,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -107,3 +112,43 @@ def save_atomically(path: Path, save) -> None:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+class StagedOutputs(contextlib.ExitStack):
+    """A stage's outputs, each written in a scratch folder beside it, then put in place together by
+    commit(). A failure, Ctrl-C or kill -9 before commit() leaves every previous output as it was;
+    leaving the `with` removes what was not committed.
+
+    Files of one folder share its scratch folder, so that what a writer puts beside a file
+    (save_classifier: the labels beside the model) is where that file's own staged name is.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._staged: dict[Path, Path] = {}  # each output -> where it is written until commit()
+        self._scratch: dict[Path, Path] = {}  # each output folder of files -> its scratch folder
+
+    def file(self, target: Path) -> Path:
+        """Where to write file `target`: the same name (a writer may check its suffix), staged."""
+        if target.parent not in self._scratch:
+            self._scratch[target.parent] = Path(self.enter_context(temporary_dir_for(target)))
+        self._staged[target] = self._scratch[target.parent] / target.name
+        return self._staged[target]
+
+    def folder(self, target: Path) -> Path:
+        """An empty folder to fill, which replaces folder `target` on commit()."""
+        self._staged[target] = Path(self.enter_context(temporary_dir_for(target)))
+        return self._staged[target]
+
+    def commit(self) -> None:
+        """Rename every output into place, Ctrl-C ignored meanwhile: stopped midway, the renames would
+        leave a mixed set (a kill -9 here still can; DVC then runs the stage again)."""
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for target, staged in self._staged.items():
+                if staged.is_dir():
+                    replace_dir(staged, target)
+                else:
+                    os.replace(staged, target)
+        finally:
+            signal.signal(signal.SIGINT, interrupt)

@@ -26,7 +26,6 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from tlpipe.cache import FeatureBatches
-from tlpipe.config import EVAL_REPORTS_DIR
 from tlpipe.files import write_json, write_text
 from tlpipe.predictor import Predictor
 from tlpipe.stats import calibration, scale_temperature
@@ -38,7 +37,7 @@ TIMING_SECONDS = 2.0  # each throughput times whole batches until this has passe
 
 
 def evaluate_head(
-    head_name: str,
+    out: Path,
     predictor: Predictor,
     head: keras.Model,
     model_path: Path,
@@ -48,7 +47,8 @@ def evaluate_head(
     device: str,
     temperature: float | None = None,
 ) -> dict:
-    """Write reports/eval/<head>/ for the predictor's model (trunk + `head`, saved at `model_path`) and return its metrics.
+    """Write the files of reports/eval/<head>/ into folder `out` for the predictor's model (trunk + `head`,
+    saved at `model_path`) and return its metrics.
 
     `test` is the test split's (paths, labels); `timing_paths`, image files to time inference on;
     `temperature`, one fitted on the validation split, to report the calibration it would give.
@@ -78,7 +78,6 @@ def evaluate_head(
         scaled = calibration(y_test, scale_temperature(probabilities, temperature))
         metrics["temperature_scaling"] = {"temperature": temperature, **{key: scaled[key] for key in ("ece", "brier", "log_loss")}}
 
-    out = EVAL_REPORTS_DIR / head_name
     write_json(out / "metrics.json", metrics)
     predictions = pd.DataFrame({
         "path": test_paths.to_numpy(),

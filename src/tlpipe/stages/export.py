@@ -14,6 +14,7 @@ Usage: tlpipe export {flatten,gap}   (the stage; `tlpipe export --model ... --fo
 
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from tlpipe.config import EXPORT_REPORTS_DIR, EXPORTS_DIR, MODELS_DIR, RAW_DIR, 
 from tlpipe.data.labels import EXPORT_LABELS_FILE, write_labels
 from tlpipe.data.manifest import class_names, read_manifest, split_rows
 from tlpipe.errors import run_stage
-from tlpipe.files import write_json
+from tlpipe.files import StagedOutputs, write_json
 
 # Single-image latency: the median of this many calls, after as many untimed ones.
 LATENCY_CALLS = 20
@@ -30,24 +31,27 @@ LATENCY_CALLS = 20
 def main() -> None:
     head_name = head_from_argv("export")
     config = load_config()
-    report_path = EXPORT_REPORTS_DIR / f"{head_name}.json"
     out = EXPORTS_DIR / head_name
+    # The exports and their report go in place together, once both are written.
+    with StagedOutputs() as outputs:
+        work = outputs.folder(out)
+        if config.export.formats:
+            report = export_and_check(head_name, config, work)
+        else:
+            write_labels(work / EXPORT_LABELS_FILE, class_names(read_manifest()))
+            report = {"enabled": False}
+        write_json(outputs.file(EXPORT_REPORTS_DIR / f"{head_name}.json"), report)
+        outputs.commit()
     if not config.export.formats:
-        write_labels(out / EXPORT_LABELS_FILE, class_names(read_manifest()))
-        write_json(report_path, {"enabled": False})
         print(f"export@{head_name}: off (export.formats: []); {out / EXPORT_LABELS_FILE} only")
-        return
-    write_json(report_path, export_and_check(head_name, config))
 
 
-def export_and_check(head_name: str, config: Config) -> dict:
-    """Export the head's model in every format of export.formats into models/export/<head>/ and check each."""
+def export_and_check(head_name: str, config: Config, work: Path) -> dict:
+    """Export the head's model in every format of export.formats into folder `work` (which becomes
+    models/export/<head>/) and check each."""
     # TensorFlow is imported here: the off path (the default) has no use for it.
-    from pathlib import Path
-
     from tlpipe import runtime
     from tlpipe.exporter import export_model, runner, size_bytes
-    from tlpipe.files import replace_dir, temporary_dir_for
     from tlpipe.model.saving import load_classifier
     from tlpipe.predictor import Predictor
 
@@ -63,25 +67,22 @@ def export_and_check(head_name: str, config: Config) -> dict:
 
     formats = {}
     out = EXPORTS_DIR / head_name
-    with temporary_dir_for(out) as work:
-        work = Path(work)
-        written = {}
-        for fmt in config.export.formats:
-            written.update(export_model(model, work, fmt, config.export.tflite_float16))
-        write_labels(work / EXPORT_LABELS_FILE, classes)
-        for variant, path in written.items():
-            run = runner(path, variant)
-            actual = np.concatenate([run(batch) for batch in batches])
-            formats[variant] = {
-                "file": f"{out.as_posix()}/{path.name}",
-                "bytes": size_bytes(path),
-                "latency_ms": round(single_image_latency(run, images[:1]) * 1000, 2),
-                "top1_agreement": float(np.mean(actual.argmax(axis=1) == expected.argmax(axis=1))),
-                "max_abs_difference": float(np.abs(actual - expected).max()),
-            }
-            print(f"export@{head_name}: {variant}: top-1 agreement {formats[variant]['top1_agreement']:.2%}, "
-                  f"max |dp| {formats[variant]['max_abs_difference']:.2e}, {formats[variant]['latency_ms']} ms/img")
-        replace_dir(work, out)
+    written = {}
+    for fmt in config.export.formats:
+        written.update(export_model(model, work, fmt, config.export.tflite_float16))
+    write_labels(work / EXPORT_LABELS_FILE, classes)
+    for variant, path in written.items():
+        run = runner(path, variant)
+        actual = np.concatenate([run(batch) for batch in batches])
+        formats[variant] = {
+            "file": f"{out.as_posix()}/{path.name}",
+            "bytes": size_bytes(path),
+            "latency_ms": round(single_image_latency(run, images[:1]) * 1000, 2),
+            "top1_agreement": float(np.mean(actual.argmax(axis=1) == expected.argmax(axis=1))),
+            "max_abs_difference": float(np.abs(actual - expected).max()),
+        }
+        print(f"export@{head_name}: {variant}: top-1 agreement {formats[variant]['top1_agreement']:.2%}, "
+              f"max |dp| {formats[variant]['max_abs_difference']:.2e}, {formats[variant]['latency_ms']} ms/img")
     keras_model = {"file": model_path.as_posix(), "bytes": model_path.stat().st_size,
                    "latency_ms": round(single_image_latency(predictor.probabilities, images[:1]) * 1000, 2)}
     return {"enabled": True, "test_images": len(images), "device": device, "keras": keras_model, "formats": formats}

@@ -13,7 +13,6 @@ validation and test images are never augmented.
 
 import functools
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ from tlpipe.data.augment import build_augmentation
 from tlpipe.data.inputs import image_batches
 from tlpipe.data.manifest import SPLITS, class_names, read_manifest, split_rows
 from tlpipe.errors import run_stage
-from tlpipe.files import replace_dir, temporary_dir_for, write_json
+from tlpipe.files import StagedOutputs, write_json
 from tlpipe.model.precision import build_with_precision
 from tlpipe.model.trunks import build_trunk
 from tlpipe.ray_features import RayTrunkPass
@@ -60,8 +59,9 @@ def main() -> None:
           f"{distribution['replicas']} replica(s), {len(manifest)} images -> {feature_shape}"
           + (f", and {views} augmented views of each training image" if views else ""))
 
-    with temporary_dir_for(FEATURES_DIR) as work, strategy.scope():
-        work = Path(work)
+    # The cache and its report (reports/features.json) go in place together, once both are written.
+    with StagedOutputs() as outputs, strategy.scope():
+        work = outputs.folder(FEATURES_DIR)
         trunk_images = 0
         start = time.perf_counter()
         # The Ray engine: one pass over the splits in turn, each taking its rows (views: local engine only).
@@ -106,8 +106,8 @@ def main() -> None:
             "precision_trials": trials,  # best-of-3 seconds per batch under each candidate (auto only)
         }
         write_meta(work, meta)
-        replace_dir(work, FEATURES_DIR)
-    write_json(REPORTS_DIR / "features.json", meta)  # the trunk pass's cost, for the report and `dvc metrics`
+        write_json(outputs.file(REPORTS_DIR / "features.json"), meta)  # the trunk pass's cost, for the report and `dvc metrics`
+        outputs.commit()
     print(f"features: one trunk pass over {trunk_images} images in {seconds:.1f} s ({meta['images_per_second']} img/s)")
 
 

@@ -42,7 +42,7 @@ import tlpipe
 from tlpipe.config import FINETUNE_REPORTS_DIR, MANIFEST, MODELS_DIR, Config, head_from_argv, load_config
 from tlpipe.errors import UserError, run_stage
 from tlpipe.data.labels import labels_path
-from tlpipe.files import save_atomically, sha256_of, write_json
+from tlpipe.files import StagedOutputs, sha256_of, write_json
 
 
 def main() -> None:
@@ -53,18 +53,25 @@ def main() -> None:
     metrics_path = FINETUNE_REPORTS_DIR / head_name / "metrics.json"
     if not frozen_path.is_file():
         raise UserError(f"{frozen_path}: missing; run the train stage first (dvc repro train@{head_name})")
-    if not config.finetune.epochs:
-        save_atomically(finetuned_path, lambda partial: shutil.copyfile(frozen_path, partial))
-        save_atomically(labels_path(finetuned_path), lambda partial: shutil.copyfile(labels_path(frozen_path), partial))
-        write_json(metrics_path, {"enabled": False})
-        print(f"finetune@{head_name}: off (finetune.epochs = 0); {finetuned_path} is a copy of {frozen_path}")
-        return
     backup_dir = Path(f"data/.finetune-{head_name}.backup")
-    metrics = finetune_model(frozen_path, finetuned_path, config, backup_dir)
-    write_json(metrics_path, metrics)
-    shutil.rmtree(backup_dir, ignore_errors=True)
-    print(f"finetune@{head_name}: best epoch {metrics['best_epoch']}/{metrics['epochs_run']}, test accuracy "
-          f"{metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, {metrics['train_seconds']:.1f} s -> {finetuned_path}")
+    # The model, its labels and its metrics go in place together, once all are written.
+    with StagedOutputs() as outputs:
+        finetuned_file = outputs.file(finetuned_path)
+        outputs.file(labels_path(finetuned_path))  # written beside the model
+        if config.finetune.epochs:
+            metrics = finetune_model(frozen_path, finetuned_file, config, backup_dir)
+        else:
+            shutil.copyfile(frozen_path, finetuned_file)
+            shutil.copyfile(labels_path(frozen_path), labels_path(finetuned_file))
+            metrics = {"enabled": False}
+        write_json(outputs.file(metrics_path), metrics)
+        outputs.commit()
+    if not config.finetune.epochs:
+        print(f"finetune@{head_name}: off (finetune.epochs = 0); {finetuned_path} is a copy of {frozen_path}")
+    else:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        print(f"finetune@{head_name}: best epoch {metrics['best_epoch']}/{metrics['epochs_run']}, test accuracy "
+              f"{metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, {metrics['train_seconds']:.1f} s -> {finetuned_path}")
 
 
 def finetune_model(frozen_path: Path, finetuned_path: Path, config: Config, backup_dir: Path) -> dict:

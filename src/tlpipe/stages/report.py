@@ -22,7 +22,7 @@ import pandas as pd
 from tlpipe.config import RAW_DIR, ROBUSTNESS_REPORT, EVAL_REPORTS_DIR, EXPORT_REPORT, EXPORT_REPORTS_DIR, FINETUNE_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
 from tlpipe.data.manifest import read_manifest
 from tlpipe.errors import UserError, run_stage
-from tlpipe.files import write_json, write_text
+from tlpipe.files import StagedOutputs, write_json, write_text
 from tlpipe.reporting.baseline import committed_metrics, measured_on, resolve_revision
 from tlpipe.reporting.comparison import comparison_markdown, verdict
 from tlpipe.reporting.export_report import export_markdown
@@ -47,29 +47,32 @@ def main() -> None:
     revision = resolve_revision(config.report.baseline)
     baseline = committed_metrics(revision)
     quality = {head: {key: value for key, value in figures.items() if key not in COST_KEYS} for head, figures in metrics.items()}
-    write_json(REPORTS_DIR / "metrics.json", {**quality, "flatten_vs_gap": paired, "measured_on": identity})
-    write_json(REPORTS_DIR / "cost.json", {head: {key: metrics[head][key] for key in COST_KEYS} for head in HEAD_NAMES})
-    heads = pd.DataFrame([{"head": head, **{key: metrics[head][key] for key in PLOTTED}} for head in HEAD_NAMES])
-    write_text(REPORTS_DIR / "heads.csv", heads.to_csv(index=False))
-    PLOTS_DIR.mkdir(parents=True, exist_ok=True)
-    labels = pd.concat(predictions.values())[["actual", "predicted"]].astype(str)
-    missing_fonts = font_warning(sorted(set(labels.to_numpy().ravel())))
-    if missing_fonts:  # this one line, instead of matplotlib's per missing glyph
-        print(f"report: {missing_fonts}")
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-    plot_training_curves(PLOTS_DIR / "training_curves.png")
-    for head in HEAD_NAMES:
-        plot_confusion_matrix(head, PLOTS_DIR / f"confusion_{head}.png")
-    plot_params_vs_accuracy(metrics, PLOTS_DIR / "params_vs_accuracy.png")
-    plot_reliability(metrics, PLOTS_DIR / "reliability.png")
-    finetuned = {head: _read_json(FINETUNE_REPORTS_DIR / head / "metrics.json") for head in HEAD_NAMES}
-    for head in HEAD_NAMES:
-        plot_top_losses(predictions[head], RAW_DIR, head, PLOTS_DIR / f"top_losses_{head}.png")
-    plot_disagreements(predictions, RAW_DIR, PLOTS_DIR / "disagreements.png")
-    comparison = comparison_markdown(config, features, metrics, identity, paired, revision, baseline, finetuned)
-    sections = [*robustness_markdown(_read_json(ROBUSTNESS_REPORT)), *mistakes_markdown(predictions)]
-    write_text(REPORTS_DIR / "comparison.md", "\n".join([comparison, *sections]))
-    write_text(EXPORT_REPORT, export_markdown({head: _read_json(EXPORT_REPORTS_DIR / f"{head}.json") for head in HEAD_NAMES}))
+    # Every report and plot goes in place together, once all are written.
+    with StagedOutputs() as outputs:
+        write_json(outputs.file(REPORTS_DIR / "metrics.json"), {**quality, "flatten_vs_gap": paired, "measured_on": identity})
+        write_json(outputs.file(REPORTS_DIR / "cost.json"), {head: {key: metrics[head][key] for key in COST_KEYS} for head in HEAD_NAMES})
+        heads = pd.DataFrame([{"head": head, **{key: metrics[head][key] for key in PLOTTED}} for head in HEAD_NAMES])
+        write_text(outputs.file(REPORTS_DIR / "heads.csv"), heads.to_csv(index=False))
+        plots = outputs.folder(PLOTS_DIR)
+        labels = pd.concat(predictions.values())[["actual", "predicted"]].astype(str)
+        missing_fonts = font_warning(sorted(set(labels.to_numpy().ravel())))
+        if missing_fonts:  # this one line, instead of matplotlib's per missing glyph
+            print(f"report: {missing_fonts}")
+            warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        plot_training_curves(plots / "training_curves.png")
+        for head in HEAD_NAMES:
+            plot_confusion_matrix(head, plots / f"confusion_{head}.png")
+        plot_params_vs_accuracy(metrics, plots / "params_vs_accuracy.png")
+        plot_reliability(metrics, plots / "reliability.png")
+        finetuned = {head: _read_json(FINETUNE_REPORTS_DIR / head / "metrics.json") for head in HEAD_NAMES}
+        for head in HEAD_NAMES:
+            plot_top_losses(predictions[head], RAW_DIR, head, plots / f"top_losses_{head}.png")
+        plot_disagreements(predictions, RAW_DIR, plots / "disagreements.png")
+        comparison = comparison_markdown(config, features, metrics, identity, paired, revision, baseline, finetuned)
+        sections = [*robustness_markdown(_read_json(ROBUSTNESS_REPORT)), *mistakes_markdown(predictions)]
+        write_text(outputs.file(REPORTS_DIR / "comparison.md"), "\n".join([comparison, *sections]))
+        write_text(outputs.file(EXPORT_REPORT), export_markdown({head: _read_json(EXPORT_REPORTS_DIR / f"{head}.json") for head in HEAD_NAMES}))
+        outputs.commit()
     print(f"report: {verdict(metrics, paired)}")
     print(f"report: baseline {revision}: " + (f"commit {baseline[0]}" if baseline else "none (no committed reports/metrics.json)"))
 

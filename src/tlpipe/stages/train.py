@@ -9,7 +9,9 @@ cached trunk (in float32) and saved as models/<head>.keras, a full model from RG
 (0-255) to class probabilities, with its class names (tlpipe.model.saving).
 Per-epoch curves and the training summary are logged with DVCLive under
 reports/train/<head>/ (the curves: the kept run's); the test-split evaluation
-(tlpipe.metrics), calibration included, goes to reports/eval/<head>/.
+(tlpipe.metrics), calibration included, goes to reports/eval/<head>/. All of them go in place
+together once every one is written (tlpipe.files.StagedOutputs): an interrupted run leaves the
+previous set.
 
 Usage: tlpipe train {flatten,gap}
 """
@@ -24,11 +26,12 @@ from scmrepo.exceptions import SCMError
 
 from tlpipe import runtime
 from tlpipe.cache import FeatureBatches, load_meta, load_trunk, training_rows
-from tlpipe.config import MODELS_DIR, RAW_DIR, TRAIN_REPORTS_DIR, head_from_argv, load_config
+from tlpipe.config import EVAL_REPORTS_DIR, MODELS_DIR, RAW_DIR, TRAIN_REPORTS_DIR, head_from_argv, load_config
+from tlpipe.data.labels import labels_path
 from tlpipe.data.manifest import read_manifest, split_rows
 from tlpipe.data.splitting import nested_subset
 from tlpipe.errors import UserError, run_stage
-from tlpipe.files import replace_dir, temporary_dir_for
+from tlpipe.files import StagedOutputs
 from tlpipe.metrics import THROUGHPUT_IMAGES, classification_metrics, evaluate_head
 from tlpipe.model.fitting import fit_classifier
 from tlpipe.model.heads import assemble, build_head
@@ -110,16 +113,17 @@ def main() -> None:
     print(f"train@{head_name}: {config.train.repeats} run(s) on {device}")
     head, runs, kept, history = train_runs(head_name, config, meta, rows)
     fit = runs[kept]
-    # DVCLive empties its folder when it starts: it logs into a scratch folder instead, which
-    # replaces reports/train/<head>/ once the stage has succeeded (a failure leaves the old one).
-    with temporary_dir_for(TRAIN_REPORTS_DIR / head_name) as live_dir:
-        _log_training(Path(live_dir), runs, kept, history, device)
-        _save_and_evaluate(head_name, head, fit, kept, config, manifest, meta, device)
-        replace_dir(Path(live_dir), TRAIN_REPORTS_DIR / head_name)
+    # The model, its evaluation and the training reports go in place together, once all are written:
+    # an interrupted run leaves the previous set, never a new model beside the old one's reports.
+    with StagedOutputs() as outputs:
+        _log_training(outputs.folder(TRAIN_REPORTS_DIR / head_name), runs, kept, history, device)
+        _save_and_evaluate(head_name, head, fit, kept, config, manifest, meta, device, outputs)
+        outputs.commit()
 
 
 def _log_training(live_dir: Path, runs: list[dict], kept: int, history: dict, device: str) -> None:
-    """The kept run's curves and the training summary, every run's figures included, with DVCLive."""
+    """The kept run's curves and the training summary, every run's figures included, with DVCLive
+    (which empties `live_dir` when it starts: a scratch folder)."""
     fit = runs[kept]
     live = _live(live_dir)
     _log_curves(live, history)
@@ -139,8 +143,9 @@ def _log_training(live_dir: Path, runs: list[dict], kept: int, history: dict, de
     live.end()  # writes the summary
 
 
-def _save_and_evaluate(head_name: str, head: keras.Model, fit: dict, kept: int, config, manifest, meta: dict, device: str) -> None:
-    """Put the kept head on the cached trunk, save the full model, evaluate it on the test split."""
+def _save_and_evaluate(head_name: str, head: keras.Model, fit: dict, kept: int, config, manifest, meta: dict, device: str,
+                       outputs: StagedOutputs) -> None:
+    """Put the kept head on the cached trunk, save the full model, evaluate it on the test split (into `outputs`)."""
     classes = meta["classes"]
     # The head anew, with the trained weights but not its compiled state: a nested FusedAdam
     # would need tlpipe to load the classifier.
@@ -149,7 +154,9 @@ def _save_and_evaluate(head_name: str, head: keras.Model, fit: dict, kept: int, 
     saved_head.set_weights(head.get_weights())
     model = assemble(in_float32(load_trunk()), saved_head)  # float32 whatever the trunk pass ran in: portable, exportable
     model_path = MODELS_DIR / f"{head_name}.keras"
-    save_classifier(model, model_path, classes)
+    model_file = outputs.file(model_path)
+    outputs.file(labels_path(model_path))  # save_classifier writes it beside the model
+    save_classifier(model, model_file, classes)
     print(f"train@{head_name}: kept run {kept + 1} (seed {fit['seed']}, median val loss), best epoch "
           f"{fit['best_epoch']}/{fit['epochs_run']}, val accuracy {fit['best_val_accuracy']:.3f} -> {model_path}")
 
@@ -160,7 +167,8 @@ def _save_and_evaluate(head_name: str, head: keras.Model, fit: dict, kept: int, 
         val_batches = FeatureBatches("val", batch_size=256)
         temperature = fit_temperature(val_batches.labels, head.predict(val_batches, verbose=0))
     predictor = Predictor(model, classes, config.trunk.batch_size)
-    metrics = evaluate_head(head_name, predictor, head, model_path, (test_paths, test_labels), classes, timing_paths, device, temperature)
+    metrics = evaluate_head(outputs.folder(EVAL_REPORTS_DIR / head_name), predictor, head, model_file, (test_paths, test_labels),
+                            classes, timing_paths, device, temperature)
     print(f"train@{head_name}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
           f"{metrics['inference_images_per_second']} img/s through the full model on {device} "
           f"({metrics['predict_images_per_second']} img/s files to classes, as tlpipe predict)")
