@@ -115,11 +115,11 @@ def fit_classifier(
     if patience is not None:
         stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
         callbacks = [stopping, *callbacks]
-    # After EarlyStopping: it resets its state when training begins, Resumption then restores it.
     if backup:
         # Its length hidden: Keras's fit makes one iterator per epoch of a dataset of unknown length, but two of
         # one of known length (the second dropped unread), which Resumption's one per finished epoch would miss.
         train = train.filter(lambda *element: True)
+    # After EarlyStopping: it resets its state when training begins, Resumption then restores it.
     resumption = Resumption(*backup, stopping, train) if backup else EpochLogs()
     callbacks = [*callbacks, resumption]
     model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False, callbacks=callbacks, verbose=verbose)
@@ -162,8 +162,8 @@ class Resumption(keras.callbacks.BackupAndRestore, EpochLogs):
     finished epochs' logs and wall time, and the input pipeline's random state. That state (the
     shuffle order, the augmentation seeds: tlpipe.data.inputs) is drawn anew for each iterator
     of `train`, from the seeds and the count of iterators before, never from how far one read:
-    one iterator made per finished epoch, read nothing from, brings it to where it was (fit_classifier
-    hides the dataset's length so that Keras's fit, too, makes one per epoch).
+    one iterator made per finished epoch, read nothing from, brings it to where it was
+    (fit_classifier hides the dataset's length so that Keras's fit, too, makes one per epoch).
 
     Each epoch's backup is written whole into a scratch folder that then replaces `backup_dir`
     (tlpipe.files): a kill leaves the last finished epoch's, never a mix of two. A backup made
