@@ -43,6 +43,8 @@ def plot_image_grid(rows: pd.DataFrame, raw_dir: Path, captions: list[str], titl
     figure = Figure(figsize=(3 * columns, 3.2 * lines))
     axes = figure.subplots(lines, columns, squeeze=False)
     for axis in axes.flat:
+        # No ticks, as well as no axis: matplotlib places an axis' ticks even when it is off, to fit the title.
+        axis.set(xticks=[], yticks=[])
         axis.axis("off")
     for axis, image_path, caption in zip(axes.flat, rows["path"], captions):
         axis.imshow(open_rgb(raw_dir / image_path))
