@@ -2,6 +2,9 @@
 
   {train,val,test}_x.npy   float16 feature maps, (rows, H, W, C)
   {train,val,test}_y.npy   int32 class indices
+  test_shifted_<shift>_{x,y}.npy
+                           the same for the test images shifted right, left, down, up by 1/8 of
+                           the image size (robustness.shifts of them; tlpipe.data.shifts)
   trunk.keras              the frozen trunk that made them
   meta.json                what made them (trunk, weights, output layer, image size,
                            preprocessing), the classes, the feature shape, timings
@@ -92,6 +95,11 @@ def labels_path(directory: Path, split: str) -> Path:
 
 def features_path(directory: Path, split: str) -> Path:
     return directory / f"{split}_x.npy"
+
+
+def shifted_split(shift: str) -> str:
+    """The cache's name for the test split shifted by `shift` (right, left, down, up)."""
+    return f"test_shifted_{shift}"
 
 
 def write_meta(directory: Path, meta: dict) -> None:
