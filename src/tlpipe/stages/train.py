@@ -1,7 +1,8 @@
 """Stage `train@<head>`: train one head on the cached trunk features, then evaluate it.
 
-The features come from disk batch by batch (tlpipe.cache.FeatureBatches), so
-memory does not grow with the dataset. Early stopping on validation loss keeps
+The features come from the cache (tlpipe.cache.FeatureBatches): a split held in
+memory up to a budget, a larger one read batch by batch, so memory does not grow
+with the dataset. Early stopping on validation loss keeps
 the best epoch's weights (tlpipe.model.fitting). The head trains train.repeats
 times with consecutive seeds; every run's figures go to the training summary and
 the run with the median validation loss is kept. That head is then put on the
