@@ -32,7 +32,6 @@ EXPORTS_DIR = MODELS_DIR / "export"
 EXPORT_REPORTS_DIR = REPORTS_DIR / "export"
 EXPORT_REPORT = REPORTS_DIR / "export.md"
 PLOTS_DIR = REPORTS_DIR / "plots"
-ROBUSTNESS_REPORT = REPORTS_DIR / "robustness.json"
 DATA_REPORT = REPORTS_DIR / "data.md"
 DATA_FILES = REPORTS_DIR / "data_files.csv"
 
