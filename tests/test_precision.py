@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tlpipe.config import TrunkConfig
-from tlpipe.model.precision import build_with_precision, candidates, choose, dtype_policy, in_float32
+from tlpipe.model.precision import build_with_precision, candidates, choose, cpu_flags, decided, dtype_policy, in_float32
 from tlpipe.model.trunks import build_trunk
 
 
@@ -14,6 +14,24 @@ def test_choose_keeps_float32_unless_the_mixed_policy_wins_by_more_than_10_perce
     assert choose({"float32": 1.0, "mixed_bfloat16": 0.95}) == "float32"
     assert choose({"float32": 1.0, "mixed_bfloat16": 1.5}) == "float32"
     assert choose({"float32": 1.0}) == "float32"
+
+
+def test_one_timing_each_decides_only_a_clear_case():
+    assert decided({"float32": 1.0, "mixed_bfloat16": 0.5})  # VGG16 on a CPU with bf16
+    assert decided({"float32": 1.0, "mixed_bfloat16": 1.6})  # slower by as much
+    assert not decided({"float32": 1.0, "mixed_bfloat16": 0.8})  # close: time again
+    assert not decided({"float32": 1.0, "mixed_bfloat16": 1.2})
+    assert decided({"float32": 1.0})  # nothing to compare
+
+
+def test_auto_times_each_candidate_and_keeps_the_chosen_model():
+    config = TrunkConfig(name="mobilenet_v2", weights="none", image_size=32)
+    batch = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    trunk, chosen, trials = build_with_precision(lambda: build_trunk(config), "auto", False, batch)
+    assert set(trials) == set(candidates(False, cpu_flags())) and all(seconds > 0 for seconds in trials.values())
+    assert chosen == choose(trials)
+    assert {layer.dtype_policy.name for layer in trunk.layers if layer.weights} == {chosen}
+    assert keras.config.dtype_policy().name == "float32"
 
 
 def test_candidates_follow_the_device():

@@ -118,7 +118,7 @@ def main() -> None:
             "engine": config.features.engine,
             "precision": precision,
             "precision_setting": config.trunk.precision,
-            "precision_trials": trials,  # best-of-3 seconds per batch under each candidate (auto only)
+            "precision_trials": trials,  # seconds per batch under each candidate, best of the timed ones (auto only)
             # The shifted test images (robustness.shifts), apart from the pass above
             "shifts": {name: list(shift) for name, shift in shifts.items()},
             "shift_pixels": shift_pixels(config.trunk.image_size),
