@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tlpipe.cache import FeatureBatches, write_features
+from tlpipe.cache import MEMORY_BUDGET_BYTES, FeatureBatches, write_features
 
 ROWS = 70
 BATCH = 16
+# A split held in memory (the default budget) and one read from disk batch by batch.
+BUDGETS = pytest.mark.parametrize("memory_budget", [MEMORY_BUDGET_BYTES, 0], ids=["held", "from_disk"])
 
 
 @pytest.fixture
@@ -37,9 +39,10 @@ def test_write_features_refuses_a_count_that_does_not_match_the_images(tmp_path)
         write_features(trunk, batches, tmp_path / "x.npy", 4)
 
 
-def test_unshuffled_batches_are_the_rows_in_order(cache):
+@BUDGETS
+def test_unshuffled_batches_are_the_rows_in_order(cache, memory_budget):
     directory, expected = cache
-    batches = FeatureBatches("train", BATCH, directory=directory)
+    batches = FeatureBatches("train", BATCH, directory=directory, memory_budget=memory_budget)
     assert len(batches) == 5  # 70 rows: 4 full batches and one of 6
     x = np.concatenate([batches[i][0] for i in range(len(batches))])
     y = np.concatenate([batches[i][1] for i in range(len(batches))])
@@ -68,11 +71,36 @@ def test_shuffled_batches_cover_every_row_once_per_epoch_in_a_seeded_new_order(c
     np.testing.assert_array_equal(epoch(again)[1], second_y)
 
 
-def test_reading_a_batch_leaves_the_feature_file_unmapped(cache):
+@BUDGETS
+def test_reading_a_batch_leaves_the_feature_file_unmapped(cache, memory_budget):
     # A memory map kept open would hold every page read in resident memory: the whole split by an epoch's end.
     directory, _ = cache
-    batches = FeatureBatches("train", BATCH, directory=directory)
+    batches = FeatureBatches("train", BATCH, directory=directory, memory_budget=memory_budget)
     x, _ = batches[0]
     mapped = Path("/proc/self/maps").read_text()
     assert str((directory / "train_x.npy").resolve()) not in mapped
     assert x.shape == (BATCH, 4, 4, 5)
+
+
+@BUDGETS
+def test_each_iterator_of_the_dataset_is_the_next_epoch_of_batches(cache, memory_budget):
+    directory, _ = cache
+    dataset = FeatureBatches("train", BATCH, shuffle_seed=7, directory=directory, memory_budget=memory_budget).dataset()
+    expected = FeatureBatches("train", BATCH, shuffle_seed=7, directory=directory)
+    epochs = []
+    for _ in range(2):
+        expected.on_epoch_end()  # as Keras's fit calls it before every epoch
+        batches = [(x.numpy(), y.numpy()) for x, y in dataset]
+        assert len(batches) == len(expected)
+        for index, (x, y) in enumerate(batches):
+            np.testing.assert_array_equal(x, expected[index][0])
+            np.testing.assert_array_equal(y, expected[index][1])
+        epochs.append(np.concatenate([y for _, y in batches]))
+    assert not np.array_equal(*epochs)
+
+
+def test_a_split_over_the_memory_budget_is_not_held(cache):
+    directory, _ = cache
+    size = (directory / "train_x.npy").stat().st_size
+    assert FeatureBatches("train", BATCH, directory=directory, memory_budget=size).held is not None
+    assert FeatureBatches("train", BATCH, directory=directory, memory_budget=size // 2).held is None

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tlpipe.cache import FeatureBatches, write_feature_maps, write_labels, features_path
+from tlpipe.cache import MEMORY_BUDGET_BYTES, FeatureBatches, write_feature_maps, write_labels, features_path
 from tlpipe.config import HeadConfig
 from tlpipe.model.fitting import FusedAdam, fit_classifier
 from tlpipe.model.heads import build_head
@@ -25,11 +25,31 @@ def cache(tmp_path):
     return tmp_path
 
 
-def trained(cache, steps_per_epoch: bool, seed=3):
+class ReadByKeras(keras.utils.PyDataset):
+    """FeatureBatches as Keras reads any PyDataset (fit_classifier feeds a FeatureBatches through its tf.data pipeline)."""
+
+    def __init__(self, batches: FeatureBatches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        return self.batches[index]
+
+    def on_epoch_end(self) -> None:
+        self.batches.on_epoch_end()
+
+
+def trained(cache, steps_per_epoch: bool, seed=3, read_by_keras=False, memory_budget=MEMORY_BUDGET_BYTES):
     keras.utils.set_random_seed(seed)
-    batches = FeatureBatches("train", HEAD.batch_size, shuffle_seed=seed, directory=cache)
+    batches = FeatureBatches("train", HEAD.batch_size, shuffle_seed=seed, directory=cache, memory_budget=memory_budget)
+    val = FeatureBatches("val", HEAD.batch_size, directory=cache, memory_budget=memory_budget)
+    if read_by_keras:
+        batches, val = ReadByKeras(batches), ReadByKeras(val)
     head = build_head("flatten", SHAPE, CLASSES, HEAD)
-    fit = fit_classifier(head, batches, FeatureBatches("val", HEAD.batch_size, directory=cache), learning_rate=HEAD.learning_rate,
+    fit = fit_classifier(head, batches, val, learning_rate=HEAD.learning_rate,
                          epochs=EPOCHS, patience=None, steps_per_epoch=len(batches) if steps_per_epoch else None,
                          fused_adam=True, verbose=0)
     return head.get_weights(), fit
@@ -55,3 +75,13 @@ def test_one_compiled_call_per_epoch_trains_as_one_per_step(cache):
     for step_weight, epoch_weight in zip(per_step, per_epoch):
         np.testing.assert_array_equal(epoch_weight, step_weight)
     assert per_epoch_fit.best_val_loss == per_step_fit.best_val_loss
+
+
+@pytest.mark.parametrize("memory_budget", [MEMORY_BUDGET_BYTES, 0], ids=["held", "from_disk"])
+def test_feature_batches_train_as_keras_reading_them_would(cache, memory_budget):
+    # fit_classifier feeds them through FeatureBatches.dataset: the same batches in the same order, epoch by epoch.
+    by_keras, by_keras_fit = trained(cache, steps_per_epoch=True, read_by_keras=True)
+    by_dataset, by_dataset_fit = trained(cache, steps_per_epoch=True, memory_budget=memory_budget)
+    for keras_weight, dataset_weight in zip(by_keras, by_dataset):
+        np.testing.assert_array_equal(dataset_weight, keras_weight)
+    assert by_dataset_fit.best_val_loss == by_keras_fit.best_val_loss

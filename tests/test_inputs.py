@@ -5,6 +5,7 @@ import numpy as np
 from builders import make_image_folder
 from tlpipe.data.images import load_rgb
 from tlpipe.data.inputs import image_batches
+from tlpipe.data.shifts import shift_image
 
 SIZE = 24
 
@@ -18,6 +19,16 @@ def test_batches_hold_the_serially_decoded_pixels_in_the_given_order(tmp_path):
 
     assert [len(batch) for batch in batches] == [8, 8, 8, 8, 5]
     np.testing.assert_array_equal(np.concatenate(batches), expected)
+
+
+def test_shifted_batches_hold_the_decoded_pixels_shifted(tmp_path):
+    paths = make_image_folder(tmp_path, {"a": 5, "b": 4}, size=13)
+    expected = np.stack([shift_image(load_rgb(tmp_path / path, SIZE), -3, 0) for path in paths]).astype(np.float32)
+
+    shifted = np.concatenate([batch.numpy() for batch in image_batches(paths, tmp_path, SIZE, 4, shift=(-3, 0))])
+
+    np.testing.assert_array_equal(shifted, expected)
+    assert not np.array_equal(shifted, np.concatenate([batch.numpy() for batch in image_batches(paths, tmp_path, SIZE, 4)]))
 
 
 def test_shuffled_batches_keep_each_image_with_its_label_and_reshuffle_each_pass(tmp_path):

@@ -50,7 +50,7 @@ def project(tmp_path_factory) -> Path:
     project = testing.copy_project(REPO, work / "project", params)
     assert stages_run(run(project, "dvc", "repro")) == {
         "fetch", "split", "features", "train@flatten", "train@gap",
-        "finetune@flatten", "finetune@gap", "robustness", "export@flatten", "export@gap", "report",
+        "finetune@flatten", "finetune@gap", "export@flatten", "export@gap", "report",
     }
     return project
 
@@ -80,10 +80,15 @@ def test_both_heads_beat_a_random_guess_by_a_wide_margin(project):
 
 def test_comparison_shows_shift_robustness_and_what_each_head_gets_wrong(project):
     comparison = (project / "reports/comparison.md").read_text()
-    robustness = json.loads((project / "reports/robustness.json").read_text())
-    assert robustness["shift_pixels"] == 4 and robustness["trunk_images"] == 5 * robustness["test_images"]
+    features = json.loads((project / "reports/features.json").read_text())
+    assert features["shift_pixels"] == 4 and features["shifted_images"] == 4 * features["split_sizes"]["test"]
     for head in ("flatten", "gap"):
-        assert set(robustness[head]["per_shift"]) == {"none", "right", "left", "down", "up"}
+        robustness = json.loads((project / f"reports/eval/{head}/robustness.json").read_text())
+        evaluation = json.loads((project / f"reports/eval/{head}/metrics.json").read_text())
+        assert set(robustness["per_shift"]) == {"none", "right", "left", "down", "up"}
+        assert robustness["per_shift"]["none"] == robustness["accuracy"] == evaluation["accuracy"]
+        assert robustness["drop"] == pytest.approx(robustness["accuracy"] - robustness["shifted_accuracy"])
+        assert f"| {head} | {robustness['accuracy']:.1%} |" in comparison
         assert (project / f"reports/plots/top_losses_{head}.png").is_file()
     assert "## Spatial invariance" in comparison and "## What each head gets wrong" in comparison
     assert "![where the heads disagree](plots/disagreements.png)" in comparison
@@ -162,7 +167,7 @@ def test_a_second_clone_pulls_from_a_directory_remote_and_reproduces_nothing(pro
 def test_changing_one_head_reruns_only_that_head_and_shows_the_change(project):
     testing.commit(project, "the default run")
     write_params(project, base=project / "params.yaml", **{"heads.gap.dropout": 0.3})
-    assert stages_run(run(project, "dvc", "repro")) == {"train@gap", "finetune@gap", "robustness", "export@gap", "report"}
+    assert stages_run(run(project, "dvc", "repro")) == {"train@gap", "finetune@gap", "export@gap", "report"}
 
     params_diff = json.loads(run(project, "dvc", "params", "diff", "--json").stdout)
     assert params_diff["params.yaml"]["heads.gap.dropout"] | {"diff": None} == {"old": 0.2, "new": 0.3, "diff": None}

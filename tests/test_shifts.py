@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tlpipe.data.shifts import eighth_shifts, shift_image
+from tlpipe.data.shifts import eighth_shifts, named_shifts, shift_image
 
 
 def test_a_one_pixel_image_moves_where_expected():
@@ -24,5 +24,7 @@ def test_the_border_is_replicated_from_the_edge():
 
 def test_eighth_shifts_and_too_large_shifts():
     assert eighth_shifts(64) == [(8, 0), (-8, 0), (0, 8), (0, -8)]
+    assert named_shifts(4, 2) == {"right": (1, 0), "left": (-1, 0)}  # robustness.shifts of them, at least a pixel
+    assert named_shifts(64, 0) == {}
     with pytest.raises(ValueError):
         shift_image(np.zeros((4, 4, 3)), dx=4, dy=0)

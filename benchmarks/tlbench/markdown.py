@@ -57,6 +57,10 @@ def benchmark_markdown(results: dict) -> str:
         (f"usual / pipeline: **{ratios['usual_over_pipeline']:.1f}** (whole `dvc repro -f`), "
          f"{ratios['usual_over_core']:.1f} (features + train stages)." if usual else f"The {SKIPPED_USUAL}."),
         "",
+        (f"Beyond the floor, the features stage also runs the trunk over {pipeline['shifted']['images']:,} shifted test images "
+         f"(robustness.shifts), {pipeline['shifted']['seconds']:.1f} s of its own timer: each head's spatial-invariance figures."
+         if pipeline["shifted"]["images"] else "No shifted test images (`robustness.shifts: 0`)."),
+        "",
         "## Stages of `dvc repro -f`",
         "",
         f"DVC start-up before the first stage: {pipeline['dvc_startup_seconds']:.1f} s.",
@@ -79,14 +83,14 @@ def benchmark_markdown(results: dict) -> str:
         f"{setup['trunk_batch_size']}; one warm-up batch is not timed; the outputs are dropped (nothing written).",
         "- **pipeline**: wall time of `dvc repro -f` from a fresh copy. A stage's time runs from DVC's `Running stage` "
         "line to the next one (or the end), read as the output streams: process start, imports, the work, and DVC "
-        "hashing and caching its outputs. *Stage's own timer*: the trunk pass as the features stage times it, the "
+        "hashing and caching its outputs. *Stage's own timer*: the trunk passes as the features stage times them (every image, then the shifted test images), the "
         "`fit` time the train stage reports.",
         "- **usual**: for each head, the same trunk and head (`tlpipe.model.heads.assemble`) trained end to end from images "
         "(`image_batches` with labels) by the one training recipe (`tlpipe.model.fitting.fit_classifier`), trunk frozen, same seed, optimizer, batch size, train/val split and validation "
         "every epoch, a new random order of the training images each epoch, for exactly the epochs the pipeline ran "
         "(its early stopping's count; no early stopping here), no XLA. Time = the sum of both heads' training; the "
         "test predictions (another trunk pass) are timed apart and not counted.",
-        "- **fixed cost**: each stage's time in `dvc repro -f` minus its own work (the features stage's trunk pass, "
+        "- **fixed cost**: each stage's time in `dvc repro -f` minus its own work (the features stage's trunk passes, "
         "the train stages' `fit` over all their runs); the total is `dvc repro -f` minus all that work, against "
         "`python -c \"import tensorflow, keras\"` run in the copy (median of 3).",
         "- **decoding**: the features stage's input pipeline (`image_batches`) over every image with no trunk, "

@@ -56,7 +56,9 @@ def benchmark(project: Path, config: Config, usual: bool = True) -> dict:
         "core_seconds": round(sum(stages[stage] for stage in CORE_STAGES), 2),
         "dvc_startup_seconds": round(startup, 2),
         "stages": {stage: {"seconds": round(seconds, 2)} for stage, seconds in stages.items()},
-        "features_own_seconds": features["seconds"],
+        # The stage's own work: its trunk pass, and the shifted test images' (robustness.shifts)
+        "features_own_seconds": round(features["seconds"] + features["shifted_seconds"], 2),
+        "shifted": {"images": features["shifted_images"], "seconds": features["shifted_seconds"]},
         # A trunk whose outputs underflow float16 (random-init MobileNets: ~1e-12) caches zeros: chance accuracy.
         "cached_features_nonzero_fraction": round(float(np.mean(load_split("train")[0][:1024] != 0)), 4),
         "heads": heads,

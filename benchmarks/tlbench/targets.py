@@ -4,7 +4,7 @@ from tlpipe.errors import UserError
 
 from .commands import RSS_COMMANDS
 
-ONE_HEAD_STAGES = {"train@gap", "finetune@gap", "robustness", "export@gap", "report"}  # what a gap-only change must re-run (dvc.yaml)
+ONE_HEAD_STAGES = {"train@gap", "finetune@gap", "export@gap", "report"}  # what a gap-only change must re-run (dvc.yaml)
 SKIPPED_USUAL = "usual approach left out (--skip-usual)"
 LARGE_IMAGES = 224  # from this size the trunk pass dominates less at 2 cores: pipeline / floor ≤ 1.5
 DECODING_EFFICIENCY = 0.8

@@ -2,13 +2,17 @@
 
   {train,val,test}_x.npy   float16 feature maps, (rows, H, W, C)
   {train,val,test}_y.npy   int32 class indices
+  test_shifted_<shift>_{x,y}.npy
+                           the same for the test images shifted right, left, down, up by 1/8 of
+                           the image size (robustness.shifts of them; tlpipe.data.shifts)
   trunk.keras              the frozen trunk that made them
   meta.json                what made them (trunk, weights, output layer, image size,
                            preprocessing), the classes, the feature shape, timings
 
 Feature maps are appended batch by batch and read back batch by batch
-(FeatureBatches), so memory stays flat as the dataset grows. meta.json lets a
-cache (and a model trained on it) say what it is without params.yaml.
+(FeatureBatches), so memory stays flat as the dataset grows: a split is held in
+memory only up to MEMORY_BUDGET_BYTES. meta.json lets a cache (and a model
+trained on it) say what it is without params.yaml.
 """
 
 import json
@@ -28,6 +32,9 @@ from tlpipe.model.loading import load_model_file
 TRUNK_FILE = "trunk.keras"
 META_FILE = "meta.json"
 REBUILD = "rebuild the cache: dvc repro -f features"
+# A split's features up to this size are read into memory once, larger ones batch by batch from disk: at
+# 64 px (16 KiB a row) a split of up to 4,096 rows, at 224 px (196 KiB a row) of up to 334.
+MEMORY_BUDGET_BYTES = 64 * 2**20
 
 
 def write_features(trunk: keras.Model, batches: Iterable, path: Path, count: int) -> None:
@@ -94,6 +101,11 @@ def features_path(directory: Path, split: str) -> Path:
     return directory / f"{split}_x.npy"
 
 
+def shifted_split(shift: str) -> str:
+    """The cache's name for the test split shifted by `shift` (right, left, down, up)."""
+    return f"test_shifted_{shift}"
+
+
 def write_meta(directory: Path, meta: dict) -> None:
     write_json(directory / META_FILE, meta)
 
@@ -136,24 +148,29 @@ def training_rows(images: np.ndarray, count: int, views: int) -> np.ndarray:
 
 
 class FeatureBatches(keras.utils.PyDataset):
-    """A split's cached features and labels, in batches read from disk one at a time.
+    """A split's cached features and labels, in batches: from memory when the split's features
+    fit `memory_budget` bytes (read once), else from disk one batch at a time.
 
-    Each batch maps the .npy file, copies its rows out and unmaps it: a memory map
-    kept open would keep every page it touched resident, the whole split by the end
-    of an epoch. With `shuffle_seed`, the rows come in a new order every epoch, the
-    same way on every run.
+    Read from disk, each batch maps the .npy file, copies its rows out and unmaps it: a
+    memory map kept open would keep every page it touched resident, the whole split by the
+    end of an epoch. With `shuffle_seed`, the rows come in a new order every epoch, the
+    same way on every run. `dataset()` gives the same batches as a tf.data pipeline.
     """
 
     def __init__(self, split: str, batch_size: int, shuffle_seed: int | None = None, directory: Path = FEATURES_DIR,
-                 rows: np.ndarray | None = None):
+                 rows: np.ndarray | None = None, memory_budget: int = MEMORY_BUDGET_BYTES):
         super().__init__()
         self.features_path = features_path(directory, split)
         self.row_labels = _load_array(labels_path(directory, split))  # of every cached row
         # Checked here, in the caller's thread: in __getitem__, under model.fit, an error would
         # surface as a TensorFlow traceback rather than one line.
-        cached = len(_load_array(self.features_path, mmap_mode="r"))
-        if cached != len(self.row_labels):
-            raise UserError(f"{self.features_path}: {cached} feature maps for {len(self.row_labels)} labels; {REBUILD}")
+        cached = _load_array(self.features_path, mmap_mode="r")
+        if len(cached) != len(self.row_labels):
+            raise UserError(f"{self.features_path}: {len(cached)} feature maps for {len(self.row_labels)} labels; {REBUILD}")
+        self.feature_shape, self.feature_dtype = cached.shape[1:], cached.dtype
+        # Every cached row, as a tensor (a tf.data pipeline would copy an array into one), or None: read from disk.
+        self.held = tf.constant(_load_array(self.features_path)) if cached.nbytes <= memory_budget else None
+        del cached  # unmapped
         self.order = np.arange(len(self.row_labels)) if rows is None else np.asarray(rows)  # `rows`: a subset
         self.labels = self.row_labels[self.order]
         self.batch_size = batch_size
@@ -164,11 +181,51 @@ class FeatureBatches(keras.utils.PyDataset):
         return math.ceil(len(self.labels) / self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._read(self._batch_rows(index))
+
+    def _batch_rows(self, index: int) -> np.ndarray:
         # Sorted, the rows of a batch are read front to back; their order within a batch does not matter.
-        rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
-        features = np.load(self.features_path, mmap_mode="r")
-        return features[rows], self.row_labels[rows]
+        return np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+
+    def _read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.held is None:
+            return np.load(self.features_path, mmap_mode="r")[rows], self.row_labels[rows]
+        return tf.gather(self.held, rows).numpy(), self.row_labels[rows]
 
     def on_epoch_end(self) -> None:
         if self.rng is not None:
             self.rng.shuffle(self.order)
+
+    def _epoch_rows(self) -> np.ndarray:
+        """An epoch's rows, batch after batch, in an order drawn first: Keras's fit, reading a PyDataset,
+        calls on_epoch_end as it starts (resetting its epoch iterator) as well as after every epoch."""
+        self.on_epoch_end()
+        return np.concatenate([self._batch_rows(index) for index in range(len(self))]).astype(np.int64)
+
+    def dataset(self) -> tf.data.Dataset:
+        """The batches that Keras's fit would read from this PyDataset, in the same order, as a tf.data pipeline.
+
+        Keras feeds a PyDataset through tf.data's from_generator, about 3 ms of Python per batch
+        on a 2-core CPU, more than a GAP head's whole step: here Python runs once per epoch (to
+        draw its order), and once per batch only for a split read from disk. Each iterator is one
+        epoch, its order drawn when it is first read (_epoch_rows); a fit makes a new one for
+        every epoch.
+        """
+        batches = tf.data.Dataset.range(1).flat_map(self._epoch_rows_dataset).batch(self.batch_size)
+        if self.held is None:
+            batches = batches.map(self._read_tensors)
+        else:
+            labels = tf.constant(self.row_labels)
+            batches = batches.map(lambda rows: (tf.gather(self.held, rows), tf.gather(labels, rows)))
+        return batches.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(1)
+
+    def _epoch_rows_dataset(self, _) -> tf.data.Dataset:
+        rows = tf.numpy_function(self._epoch_rows, [], tf.int64)
+        rows.set_shape((len(self.labels),))
+        return tf.data.Dataset.from_tensor_slices(rows)
+
+    def _read_tensors(self, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        features, labels = tf.numpy_function(self._read, [rows], (tf.as_dtype(self.feature_dtype), tf.as_dtype(self.row_labels.dtype)))
+        features.set_shape((None, *self.feature_shape))
+        labels.set_shape((None,))
+        return features, labels

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tlpipe.errors import UserError, run_stage
 
-STAGES = ("source", "fetch", "split", "features", "train", "finetune", "robustness", "export", "report")
+STAGES = ("source", "fetch", "split", "features", "train", "finetune", "export", "report")
 COMMANDS = ("sweep", "predict")
 USAGE = f"usage: tlpipe {{{','.join((*STAGES, *COMMANDS))}}} [head | options]"
 DEFAULT_MODEL = Path("models/gap.keras")

@@ -14,6 +14,9 @@ reports/eval/<head>/
   predictions.csv        path, actual, predicted (DVC's confusion plot reads them), probability (of the
                          prediction), true_probability (of the actual class)
   confusion_matrix.csv   counts, actual classes as rows
+  robustness.json        accuracy on the test images shifted by 1/8 of the image size (the features
+                         stage caches their features: robustness.shifts), per shift, and the drop
+                         from the unshifted ones
 """
 
 import time
@@ -26,7 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from tlpipe.cache import FeatureBatches
+from tlpipe.cache import FeatureBatches, shifted_split
 from tlpipe.files import write_json, write_text
 from tlpipe.predictor import Predictor
 from tlpipe.stats import calibration, scale_temperature
@@ -91,6 +94,27 @@ def evaluate_head(
     matrix = pd.DataFrame(confusion_matrix(y_test, y_pred, labels=range(len(classes))), index=classes, columns=classes)
     write_text(out / "confusion_matrix.csv", matrix.rename_axis("actual").to_csv())
     return metrics
+
+
+def evaluate_shifts(out: Path, head: keras.Model, meta: dict, test_accuracy: float) -> dict:
+    """Write out/robustness.json: the head's accuracy on the cached features of the test images under each
+    shift the features stage ran (meta: the cache's meta.json), beside `test_accuracy` unshifted, and
+    the mean drop; return it."""
+    if not meta["shifts"]:
+        report = {"enabled": False}
+    else:
+        per_shift = {"none": test_accuracy, **{
+            name: _accuracy(head, FeatureBatches(shifted_split(name), batch_size=256)) for name in meta["shifts"]}}
+        shifted = float(np.mean([per_shift[name] for name in meta["shifts"]]))
+        report = {"enabled": True, "shift_pixels": meta["shift_pixels"], "test_images": meta["split_sizes"]["test"],
+                  "accuracy": test_accuracy, "shifted_accuracy": shifted, "drop": test_accuracy - shifted,
+                  "per_shift": per_shift}
+    write_json(out / "robustness.json", report)
+    return report
+
+
+def _accuracy(head: keras.Model, batches: FeatureBatches) -> float:
+    return accuracy_score(batches.labels, np.argmax(head.predict(batches, verbose=0), axis=1))
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:

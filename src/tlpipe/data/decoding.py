@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tlpipe.data.images import load_listed_rgb
+from tlpipe.data.shifts import shift_image
 
 _pool: ProcessPoolExecutor | None = None
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -39,10 +40,11 @@ def start_workers() -> None:
     _workers().submit(int).result()  # a fork-context pool forks all its workers on the first task
 
 
-def decode_batch(root: Path, paths: list[str], size: int) -> np.ndarray:
-    """The images root/<path> as one uint8 array (n, size, size, 3), decoded by the worker processes."""
+def decode_batch(root: Path, paths: list[str], size: int, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """The images root/<path> as one uint8 array (n, size, size, 3), decoded by the worker processes;
+    each moved by `shift` (dx, dy) pixels where it is not (0, 0) (tlpipe.data.shifts.shift_image)."""
     # With the working directory: the workers keep the one they were started in.
-    name = _workers().submit(_decode_into_shared_memory, os.getcwd(), str(root), paths, size).result()
+    name = _workers().submit(_decode_into_shared_memory, os.getcwd(), str(root), paths, size, shift).result()
     block = SharedMemory(name=name)
     try:
         return np.ndarray((len(paths), size, size, 3), np.uint8, buffer=block.buf).copy()
@@ -87,14 +89,16 @@ def _start_worker(parent: int) -> None:
             os._exit(1)
 
 
-def _decode_into_shared_memory(directory: str, root: str, paths: list[str], size: int) -> str:
-    """In a worker: decode the batch, root/<path> in `directory`, into a new shared-memory block; the parent frees it."""
+def _decode_into_shared_memory(directory: str, root: str, paths: list[str], size: int, shift: tuple[int, int]) -> str:
+    """In a worker: decode the batch, root/<path> in `directory`, shifted by `shift`, into a new shared-memory
+    block; the parent frees it."""
     os.chdir(directory)  # root relative, as a bad image's error names it
     block = SharedMemory(create=True, size=len(paths) * size * size * 3)
     images = np.ndarray((len(paths), size, size, 3), np.uint8, buffer=block.buf)
     try:
         for index, path in enumerate(paths):
-            images[index] = load_listed_rgb(Path(root) / path, size)
+            image = load_listed_rgb(Path(root) / path, size)
+            images[index] = shift_image(image, *shift) if shift != (0, 0) else image
     except BaseException:
         del images
         block.close()

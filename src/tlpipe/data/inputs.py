@@ -21,6 +21,7 @@ def image_batches(
     labels: np.ndarray | None = None,
     augmentation: Augmentation | None = None,
     shuffle_seed: int | None = None,
+    shift: tuple[int, int] = (0, 0),
 ) -> tf.data.Dataset:
     """Batches of float32 RGB images root/<path> at size x size, 0-255; (images, labels) when `labels` are given.
 
@@ -30,14 +31,15 @@ def image_batches(
     one after another, with a seed of its own, drawn anew on each pass: the augmented images
     follow from the seeds and how many passes came before, not from how far a dropped
     iterator read ahead. `shuffle_seed` shuffles the images anew on each pass over them, the
-    same way on every run (training).
+    same way on every run (training). `shift` (dx, dy) moves every image by that many pixels
+    after decoding, the border filled by replicating the edge (tlpipe.data.shifts: robustness).
     """
     paths = np.array([str(path) for path in paths])
     start_workers()
 
     @keeping_user_errors  # a bad image's UserError, which TensorFlow would make an UnknownError
     def decode(indices: np.ndarray) -> np.ndarray:
-        return decode_batch(root, list(paths[indices]), size)
+        return decode_batch(root, list(paths[indices]), size, shift)
 
     def decode_images(indices: tf.Tensor) -> tf.Tensor:
         images = tf.numpy_function(decode, [indices], tf.uint8, stateful=False)

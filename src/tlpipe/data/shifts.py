@@ -15,7 +15,20 @@ def shift_image(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return padded[top:top + height, left:left + width]
 
 
+SHIFT_NAMES = ("right", "left", "down", "up")
+
+
+def shift_pixels(size: int) -> int:
+    """1/8 of the image size, at least one pixel: how far each shift moves the image."""
+    return max(size // 8, 1)
+
+
 def eighth_shifts(size: int) -> list[tuple[int, int]]:
     """(dx, dy) of ±1/8 of the image size, horizontally and vertically."""
-    step = max(size // 8, 1)
+    step = shift_pixels(size)
     return [(step, 0), (-step, 0), (0, step), (0, -step)]
+
+
+def named_shifts(size: int, count: int) -> dict[str, tuple[int, int]]:
+    """The first `count` (robustness.shifts) of the shifts right, left, down and up by 1/8 of the image size, by name."""
+    return dict(zip(SHIFT_NAMES, eighth_shifts(size)[:count]))

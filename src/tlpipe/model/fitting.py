@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tlpipe.cache import FeatureBatches
 from tlpipe.files import remove_stale_partials, replace_dir, temporary_dir_for
 
 
@@ -104,6 +105,8 @@ def fit_classifier(
 
     With `steps_per_epoch` (a FeatureBatches' length), each epoch's steps run in one compiled
     call (steps_per_execution), which saves the per-step Python and dispatch; the same maths.
+    A FeatureBatches (`train` or `val`) goes in as its tf.data pipeline: the same batches in
+    the same order, without Keras's Python call per batch (FeatureBatches.dataset).
     `fused_adam`: see compile_classifier.
 
     With `backup` = (folder, key), every finished epoch is backed up in that folder
@@ -111,6 +114,7 @@ def fit_classifier(
     called again with the same key; the caller removes the folder once it has saved the model.
     """
     compile_classifier(model, learning_rate, jit_compile, steps_per_epoch or 1, fused_adam)
+    train, val = (data.dataset() if isinstance(data, FeatureBatches) else data for data in (train, val))
     stopping = None
     if patience is not None:
         stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)

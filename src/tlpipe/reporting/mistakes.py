@@ -6,16 +6,12 @@ heads disagree, counts each way with a grid of examples."""
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: files only, no display or global state
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from tlpipe.data.images import open_rgb  # noqa: E402
-from tlpipe.files import save_atomically  # noqa: E402
-from tlpipe.reporting import fonts  # noqa: E402, F401  (the plots' fonts: class names in any script)
+from tlpipe.data.images import open_rgb
+from tlpipe.reporting.plots import save_png
 
 TOP_PAIRS = 5
 GRID_IMAGES = 9
@@ -44,16 +40,17 @@ def disagreements(first: pd.DataFrame, second: pd.DataFrame) -> dict[str, pd.Dat
 def plot_image_grid(rows: pd.DataFrame, raw_dir: Path, captions: list[str], title: str, path: Path) -> None:
     columns = min(3, max(len(rows), 1))
     lines = max(math.ceil(len(rows) / columns), 1)
-    figure, axes = plt.subplots(lines, columns, figsize=(3 * columns, 3.2 * lines), squeeze=False)
+    figure = Figure(figsize=(3 * columns, 3.2 * lines))
+    axes = figure.subplots(lines, columns, squeeze=False)
     for axis in axes.flat:
+        # No ticks, as well as no axis: matplotlib places an axis' ticks even when it is off, to fit the title.
+        axis.set(xticks=[], yticks=[])
         axis.axis("off")
     for axis, image_path, caption in zip(axes.flat, rows["path"], captions):
         axis.imshow(open_rgb(raw_dir / image_path))
         axis.set_title(caption, fontsize=8)
     figure.suptitle(title)
-    figure.tight_layout()
-    save_atomically(path, lambda partial: figure.savefig(partial, dpi=100))
-    plt.close(figure)
+    save_png(figure, path)
 
 
 def plot_top_losses(predictions: pd.DataFrame, raw_dir: Path, head: str, path: Path) -> None:

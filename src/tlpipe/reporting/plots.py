@@ -28,7 +28,7 @@ def plot_training_curves(path: Path) -> None:
         axis.set(title=metric, xlabel="epoch")
         axis.grid(alpha=0.3)
     axes[1].legend()
-    _save(figure, path)
+    save_png(figure, path)
 
 
 def plot_confusion_matrix(head: str, path: Path) -> None:
@@ -44,7 +44,7 @@ def plot_confusion_matrix(head: str, path: Path) -> None:
     for (row, column), count in pd.DataFrame(matrix.to_numpy()).stack().items():
         axis.text(column, row, count, ha="center", va="center", color="white" if count > threshold else "black", fontsize=8)
     figure.colorbar(image, ax=axis)
-    _save(figure, path)
+    save_png(figure, path)
 
 
 def plot_params_vs_accuracy(metrics: dict, path: Path) -> None:
@@ -57,7 +57,7 @@ def plot_params_vs_accuracy(metrics: dict, path: Path) -> None:
     axis.set(xscale="log", xlabel="trained head parameters (log)", ylabel="test accuracy", title="Head size vs accuracy")
     axis.grid(alpha=0.3)
     axis.legend()
-    _save(figure, path)
+    save_png(figure, path)
 
 
 def plot_reliability(metrics: dict, path: Path) -> None:
@@ -72,9 +72,13 @@ def plot_reliability(metrics: dict, path: Path) -> None:
              title="Reliability diagram (test split)")
     axis.grid(alpha=0.3)
     axis.legend()
-    _save(figure, path)
+    save_png(figure, path)
 
 
-def _save(figure: Figure, path: Path) -> None:
+def save_png(figure: Figure, path: Path) -> None:
+    """Lay the figure out tight and write it, at 100 dpi."""
     figure.tight_layout()
+    # tight_layout leaves a placeholder layout engine set, for which savefig lays the whole figure out
+    # once more (every text measured again) before it draws: the same pixels without it.
+    figure.set_layout_engine(None)
     save_atomically(path, lambda partial: figure.savefig(partial, dpi=100))

@@ -9,6 +9,12 @@ layers K times, and the trunk's output for each augmented view is cached too:
 training rows i, n + i, ..., K*n + i are image i clean, then its K views (n
 training images). The trunk thus runs 1 + K times over the training split, once;
 validation and test images are never augmented.
+
+With robustness.shifts = S > 0, the test images also go through the trunk S more times,
+shifted by 1/8 of the image size (right, left, down, up; tlpipe.data.shifts), decoded the
+same way as the unshifted ones: each head's accuracy on them (the train stage) measures
+its spatial invariance without a trunk of its own. On the Ray engine too, these few
+passes run locally.
 """
 
 import functools
@@ -18,11 +24,12 @@ import numpy as np
 import pandas as pd
 
 from tlpipe import runtime
-from tlpipe.cache import features_path, save_trunk, write_feature_maps, write_features, write_labels, write_meta
+from tlpipe.cache import features_path, save_trunk, shifted_split, write_feature_maps, write_features, write_labels, write_meta
 from tlpipe.config import FEATURES_DIR, RAW_DIR, REPORTS_DIR, load_config
 from tlpipe.data.augment import build_augmentation
 from tlpipe.data.inputs import image_batches
 from tlpipe.data.manifest import SPLITS, class_names, read_manifest, split_rows
+from tlpipe.data.shifts import named_shifts, shift_pixels
 from tlpipe.errors import run_stage
 from tlpipe.files import StagedOutputs, write_json
 from tlpipe.model.precision import build_with_precision
@@ -79,6 +86,14 @@ def main() -> None:
                 write_features(trunk, batches, features_path(work, split), len(labels))
             trunk_images += len(labels)
         seconds = time.perf_counter() - start
+
+        shifts = named_shifts(config.trunk.image_size, config.robustness.shifts)
+        test_paths, test_labels = split_rows(manifest, "test", classes)
+        start = time.perf_counter()
+        for name, shift in shifts.items():
+            write_labels(work, shifted_split(name), test_labels)
+            write_features(trunk, batches_of(test_paths, shift=shift), features_path(work, shifted_split(name)), len(test_labels))
+        shifted_seconds = time.perf_counter() - start
         save_trunk(trunk, work)
         meta = {
             "trunk": {
@@ -104,11 +119,19 @@ def main() -> None:
             "precision": precision,
             "precision_setting": config.trunk.precision,
             "precision_trials": trials,  # best-of-3 seconds per batch under each candidate (auto only)
+            # The shifted test images (robustness.shifts), apart from the pass above
+            "shifts": {name: list(shift) for name, shift in shifts.items()},
+            "shift_pixels": shift_pixels(config.trunk.image_size),
+            "shifted_images": len(test_labels) * len(shifts),
+            "shifted_seconds": round(shifted_seconds, 2),
         }
         write_meta(work, meta)
         write_json(outputs.file(REPORTS_DIR / "features.json"), meta)  # the trunk pass's cost, for the report and `dvc metrics`
         outputs.commit()
     print(f"features: one trunk pass over {trunk_images} images in {seconds:.1f} s ({meta['images_per_second']} img/s)")
+    if shifts:
+        print(f"features: {meta['shifted_images']} shifted test images ({', '.join(shifts)} by {meta['shift_pixels']} px) "
+              f"in {shifted_seconds:.1f} s")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlpipe.config import RAW_DIR, ROBUSTNESS_REPORT, EVAL_REPORTS_DIR, EXPORT_REPORT, EXPORT_REPORTS_DIR, FINETUNE_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
+from tlpipe.config import RAW_DIR, EVAL_REPORTS_DIR, EXPORT_REPORT, EXPORT_REPORTS_DIR, FINETUNE_REPORTS_DIR, HEAD_NAMES, PLOTS_DIR, REPORTS_DIR, TRAIN_REPORTS_DIR, load_config
 from tlpipe.data.manifest import read_manifest
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import StagedOutputs, write_json, write_text
@@ -69,7 +69,8 @@ def main() -> None:
             plot_top_losses(predictions[head], RAW_DIR, head, plots / f"top_losses_{head}.png")
         plot_disagreements(predictions, RAW_DIR, plots / "disagreements.png")
         comparison = comparison_markdown(config, features, metrics, identity, paired, revision, baseline, finetuned)
-        sections = [*robustness_markdown(_read_json(ROBUSTNESS_REPORT)), *mistakes_markdown(predictions)]
+        robustness = {head: _read_json(EVAL_REPORTS_DIR / head / "robustness.json") for head in HEAD_NAMES}
+        sections = [*robustness_markdown(features, robustness), *mistakes_markdown(predictions)]
         write_text(outputs.file(REPORTS_DIR / "comparison.md"), "\n".join([comparison, *sections]))
         write_text(outputs.file(EXPORT_REPORT), export_markdown({head: _read_json(EXPORT_REPORTS_DIR / f"{head}.json") for head in HEAD_NAMES}))
         outputs.commit()

@@ -1,7 +1,8 @@
 """Stage `train@<head>`: train one head on the cached trunk features, then evaluate it.
 
-The features come from disk batch by batch (tlpipe.cache.FeatureBatches), so
-memory does not grow with the dataset. Early stopping on validation loss keeps
+The features come from the cache (tlpipe.cache.FeatureBatches): a split held in
+memory up to a budget, a larger one read batch by batch, so memory does not grow
+with the dataset. Early stopping on validation loss keeps
 the best epoch's weights (tlpipe.model.fitting). The head trains train.repeats
 times with consecutive seeds; every run's figures go to the training summary and
 the run with the median validation loss is kept. That head is then put on the
@@ -9,7 +10,7 @@ cached trunk (in float32) and saved as models/<head>.keras, a full model from RG
 (0-255) to class probabilities, with its class names (tlpipe.model.saving).
 Per-epoch curves and the training summary are logged with DVCLive under
 reports/train/<head>/ (the curves: the kept run's); the test-split evaluation
-(tlpipe.metrics), calibration included, goes to reports/eval/<head>/. All of them go in place
+(tlpipe.metrics), calibration and shifted test images included, goes to reports/eval/<head>/. All of them go in place
 together once every one is written (tlpipe.files.StagedOutputs): an interrupted run leaves the
 previous set.
 
@@ -32,7 +33,7 @@ from tlpipe.data.manifest import read_manifest, split_rows
 from tlpipe.data.splitting import nested_subset
 from tlpipe.errors import UserError, run_stage
 from tlpipe.files import StagedOutputs
-from tlpipe.metrics import THROUGHPUT_IMAGES, classification_metrics, evaluate_head
+from tlpipe.metrics import THROUGHPUT_IMAGES, classification_metrics, evaluate_head, evaluate_shifts
 from tlpipe.model.fitting import fit_classifier
 from tlpipe.model.heads import assemble, build_head
 from tlpipe.model.precision import in_float32
@@ -167,11 +168,16 @@ def _save_and_evaluate(head_name: str, head: keras.Model, fit: dict, kept: int, 
         val_batches = FeatureBatches("val", batch_size=256)
         temperature = fit_temperature(val_batches.labels, head.predict(val_batches, verbose=0))
     predictor = Predictor(model, classes, config.trunk.batch_size)
-    metrics = evaluate_head(outputs.folder(EVAL_REPORTS_DIR / head_name), predictor, head, model_file, (test_paths, test_labels),
+    eval_dir = outputs.folder(EVAL_REPORTS_DIR / head_name)
+    metrics = evaluate_head(eval_dir, predictor, head, model_file, (test_paths, test_labels),
                             classes, timing_paths, device, temperature)
+    robustness = evaluate_shifts(eval_dir, head, meta, metrics["accuracy"])
     print(f"train@{head_name}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
           f"{metrics['inference_images_per_second']} img/s through the full model on {device} "
           f"({metrics['predict_images_per_second']} img/s files to classes, as tlpipe predict)")
+    if robustness["enabled"]:
+        print(f"train@{head_name}: {robustness['shifted_accuracy']:.3f} on the test images shifted by "
+              f"{robustness['shift_pixels']} px (drop {robustness['drop'] * 100:+.1f} pts)")
 
 
 if __name__ == "__main__":
