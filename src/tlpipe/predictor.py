@@ -9,6 +9,7 @@ A file that does not decode is skipped with its reason; the others are still pre
 
 import glob
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class Predictions:
     paths: list[str] = field(default_factory=list)
     probabilities: np.ndarray | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    model_seconds: float = 0.0  # the part of the run spent in the model (the rest: decoding, batching)
 
 
 class Predictor:
@@ -95,7 +97,10 @@ class Predictor:
                 result.skipped += skipped
                 if decoded:
                     result.paths += [path for path, _ in decoded]
-                    batches.append(self.probabilities(np.stack([image for _, image in decoded])))
+                    images = np.stack([image for _, image in decoded])
+                    before_model = time.perf_counter()
+                    batches.append(self.probabilities(images))
+                    result.model_seconds += time.perf_counter() - before_model
                 bar.update(len(decoded) + len(skipped))
         result.probabilities = np.concatenate(batches) if batches else np.zeros((0, len(self.classes)), np.float32)
         return result
