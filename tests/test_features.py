@@ -43,6 +43,7 @@ def test_write_features_refuses_a_count_that_does_not_match_the_images(tmp_path)
 def test_unshuffled_batches_are_the_rows_in_order(cache, memory_budget):
     directory, expected = cache
     batches = FeatureBatches("train", BATCH, directory=directory, memory_budget=memory_budget)
+    batches.dataset()  # holds the split, where it fits the budget
     assert len(batches) == 5  # 70 rows: 4 full batches and one of 6
     x = np.concatenate([batches[i][0] for i in range(len(batches))])
     y = np.concatenate([batches[i][1] for i in range(len(batches))])
@@ -76,6 +77,7 @@ def test_reading_a_batch_leaves_the_feature_file_unmapped(cache, memory_budget):
     # A memory map kept open would hold every page read in resident memory: the whole split by an epoch's end.
     directory, _ = cache
     batches = FeatureBatches("train", BATCH, directory=directory, memory_budget=memory_budget)
+    batches.dataset()  # holds the split, where it fits the budget
     x, _ = batches[0]
     mapped = Path("/proc/self/maps").read_text()
     assert str((directory / "train_x.npy").resolve()) not in mapped
@@ -99,8 +101,13 @@ def test_each_iterator_of_the_dataset_is_the_next_epoch_of_batches(cache, memory
     assert not np.array_equal(*epochs)
 
 
-def test_a_split_over_the_memory_budget_is_not_held(cache):
+def test_only_training_holds_a_split_and_only_within_the_memory_budget(cache):
     directory, _ = cache
     size = (directory / "train_x.npy").stat().st_size
-    assert FeatureBatches("train", BATCH, directory=directory, memory_budget=size).held is not None
-    assert FeatureBatches("train", BATCH, directory=directory, memory_budget=size // 2).held is None
+    within, over = (FeatureBatches("train", BATCH, directory=directory, memory_budget=budget) for budget in (size, size // 2))
+    for batches in (within, over):
+        assert len(batches[0][0]) == BATCH  # read as predict reads: nothing held
+    assert within.held is None and over.held is None
+    for batches in (within, over):
+        batches.dataset()
+    assert within.held is not None and over.held is None

@@ -148,8 +148,9 @@ def training_rows(images: np.ndarray, count: int, views: int) -> np.ndarray:
 
 
 class FeatureBatches(keras.utils.PyDataset):
-    """A split's cached features and labels, in batches: from memory when the split's features
-    fit `memory_budget` bytes (read once), else from disk one batch at a time.
+    """A split's cached features and labels, in batches: from memory once `dataset()` (what
+    training reads, epoch after epoch) has read a split that fits `memory_budget` bytes, else
+    from disk one batch at a time (a single pass, as predict makes, gains nothing from holding).
 
     Read from disk, each batch maps the .npy file, copies its rows out and unmaps it: a
     memory map kept open would keep every page it touched resident, the whole split by the
@@ -168,9 +169,11 @@ class FeatureBatches(keras.utils.PyDataset):
         if len(cached) != len(self.row_labels):
             raise UserError(f"{self.features_path}: {len(cached)} feature maps for {len(self.row_labels)} labels; {REBUILD}")
         self.feature_shape, self.feature_dtype = cached.shape[1:], cached.dtype
-        # Every cached row, as a tensor (a tf.data pipeline would copy an array into one), or None: read from disk.
-        self.held = tf.constant(_load_array(self.features_path)) if cached.nbytes <= memory_budget else None
+        self.fits_budget = cached.nbytes <= memory_budget
         del cached  # unmapped
+        # Every cached row, as a tensor (a tf.data pipeline would copy an array into one), once dataset() holds
+        # them; None: read from disk.
+        self.held = None
         self.order = np.arange(len(self.row_labels)) if rows is None else np.asarray(rows)  # `rows`: a subset
         self.labels = self.row_labels[self.order]
         self.batch_size = batch_size
@@ -211,6 +214,8 @@ class FeatureBatches(keras.utils.PyDataset):
         epoch, its order drawn when it is first read (_epoch_rows); a fit makes a new one for
         every epoch.
         """
+        if self.fits_budget and self.held is None:
+            self.held = tf.constant(_load_array(self.features_path))
         batches = tf.data.Dataset.range(1).flat_map(self._epoch_rows_dataset).batch(self.batch_size)
         if self.held is None:
             batches = batches.map(self._read_tensors)
