@@ -67,3 +67,10 @@ def test_committed_results_match_committed_code():
             f"dvc.lock and reports/ were produced by other code than {len(stale)} code file(s) now in the repository: "
             f"{', '.join(stale)}. Run `dvc repro` and commit dvc.lock and reports/."
         )
+
+
+def test_dvc_lock_holds_only_the_stages_dvc_yaml_defines():
+    # DVC keeps a removed stage's entry in dvc.lock (as robustness's and evaluate@*'s were): stale code and results.
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text(encoding="utf-8"))
+    defined = set(yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
+    assert {name.split("@")[0] for name in lock["stages"]} <= defined
