@@ -2,7 +2,7 @@
 
 from .costs import SINGLE_CORE_IMAGES, WORDS_PER_PARAM_STEP
 from .machine import NOTED_FLAGS
-from .targets import SKIPPED_USUAL
+from .targets import ONE_HEAD_STAGES, SKIPPED_USUAL
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -106,7 +106,7 @@ def benchmark_markdown(results: dict) -> str:
         "- **accuracy**: pipeline = `reports/eval/<head>/metrics.json` (its early stopping keeps the best epoch's "
         "weights); usual = the model after its last epoch, on the same test images.",
         "- **no-op / one-head change**: `dvc repro` right after the full run; then with heads.gap.learning_rate halved. "
-        "The target wants only train@gap, finetune@gap and report to run, in ≤ 10% of the full run.",
+        f"The target wants only {', '.join(sorted(ONE_HEAD_STAGES))} to run, in ≤ 10% of the full run.",
         "- **peak RSS**: after the above, each stage command (`python -m tlpipe.stages.features`, `python -m tlpipe.stages.train <head>`) "
         "is run again alone; a small probe process spawns it and reads its max resident set size from `os.wait4` "
         "(spawned straight from the benchmark, which holds TensorFlow, a child's figure would start from the "
