@@ -17,7 +17,6 @@ library and a second kind of seeding.
 import inspect
 from collections.abc import Callable
 
-import keras_cv
 import numpy as np
 import tensorflow as tf
 
@@ -37,6 +36,8 @@ def build_augmentation(config: AugmentConfig, image_size: int) -> Callable[[tf.T
     to build its metrics, and fine-tuning resumed after a kill could not replay it. Only
     RandAugment's magnitudes come from elsewhere, the global seed, the same on every pass.
     """
+    import keras_cv  # 0.7 s (it imports tensorflow_datasets, matplotlib, scikit-learn): only when augmenting
+
     # Given to the layers that take them; params.yaml may not (config.ARGS_SET_BY_PIPELINE).
     set_by_pipeline = {"value_range": (0, 255), "target_size": (image_size, image_size)}
     layers = []
