@@ -122,6 +122,22 @@ def test_the_saved_model_is_trunk_plus_head_and_agrees_with_the_cache(project):
     np.testing.assert_allclose(end_to_end, from_cache, atol=0.02)  # the cache is float16
 
 
+def test_a_stage_forked_from_the_stage_server_trains_as_one_in_a_process_of_its_own(project):
+    """tlpipe.launcher saves imports and nothing else: the same model, the same metrics, but for the timings."""
+    results = []
+    for server in ("on", "off"):
+        env = {**testing.project_env(project), "TLPIPE_STAGE_SERVER": server}
+        done = subprocess.run(["dvc", "repro", "-f", "train@gap"], cwd=project, env=env, capture_output=True, text=True)
+        assert done.returncode == 0 and "runs in a process of its own" not in done.stderr, done.stderr
+        metrics = json.loads((project / "reports/eval/gap/metrics.json").read_text())
+        untimed = {key: value for key, value in metrics.items() if not key.endswith("per_second")}
+        results.append((untimed, keras.saving.load_model(project / "models/gap.keras").get_weights()))
+    (served, served_weights), (alone, alone_weights) = results
+    assert served == alone
+    assert all(np.array_equal(one, other) for one, other in zip(served_weights, alone_weights, strict=True))
+    run(project, "dvc", "repro")  # the stages after train@gap, for the model's new file (its save date)
+
+
 def test_the_exports_agree_with_the_keras_models_and_predict_reads_class_names(project):
     export = (project / "reports/export.md").read_text()
     for head in ("flatten", "gap"):

@@ -1,6 +1,7 @@
 """dvc.yaml lists every source file each stage runs, so that `dvc repro` re-runs a stage when any of them changes.
 
-The files a stage runs are its launcher, scripts/stage, and those computed from the source:
+The files a stage runs are its launcher, scripts/stage, and those computed from the source (of
+tlpipe.launcher, which scripts/stage runs, and of the stage's module):
 the tlpipe modules its module imports, transitively (function-level imports included), with
 the packages' __init__.py files that Python runs on the way.
 """
@@ -17,6 +18,7 @@ from tlpipe import testing
 
 SRC = REPO / "src"
 LAUNCHER = "scripts/stage"
+LAUNCHER_MODULE = "tlpipe.launcher"  # what scripts/stage runs, which runs the stage's module
 STAGE_COMMAND = re.compile(rf"^{LAUNCHER} (\w+)\b")
 
 
@@ -66,7 +68,8 @@ def dependency_problems(dvc_yaml: Path, src: Path = SRC) -> list[str]:
         if match is None:
             problems.append(f"{name}: command {stage['cmd']!r} is not `{LAUNCHER} <stage>`")
             continue
-        runs = {LAUNCHER} | {path.relative_to(root).as_posix() for path in files_run(f"tlpipe.stages.{match.group(1)}", src)}
+        modules = files_run(LAUNCHER_MODULE, src) | files_run(f"tlpipe.stages.{match.group(1)}", src)
+        runs = {LAUNCHER} | {path.relative_to(root).as_posix() for path in modules}
         src_prefix = src.relative_to(root).as_posix() + "/"
         listed = {dep for dep in stage.get("deps", []) if dep == LAUNCHER or dep.startswith(src_prefix)}
         problems += [f"{name}: runs {path} but does not list it in deps" for path in sorted(runs - listed)]

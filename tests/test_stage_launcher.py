@@ -36,7 +36,8 @@ def path_with_python3(folder: Path, python: Path) -> Path:
 
 def fetch(project: Path, path: Path, **env: str) -> subprocess.CompletedProcess:
     """`scripts/stage fetch` in the project as DVC runs it, with `path` alone on PATH."""
-    return subprocess.run(["scripts/stage", "fetch"], cwd=project, env={"PATH": str(path), **env},
+    # No stage server: fetch would start one for the stages after it, which these tests do not run.
+    return subprocess.run(["scripts/stage", "fetch"], cwd=project, env={"PATH": str(path), "TLPIPE_STAGE_SERVER": "off", **env},
                           capture_output=True, text=True)
 
 
