@@ -10,6 +10,6 @@ from tlpipe import launcher
 
 @pytest.fixture(scope="session", autouse=True)
 def own_stage_server():
-    os.environ["TLPIPE_STAGE_SERVER_TAG"] = f"tests-{os.getpid()}"  # part of the server's key (launcher.KEY_PREFIXES)
+    os.environ[launcher.TAG] = f"tests-{os.getpid()}"
     yield
     launcher.stop()

@@ -52,7 +52,12 @@ def benchmark_markdown(results: dict) -> str:
                 f"{usual['seconds'] / floor['seconds']:.2f}"]] if usual else []),
             ["no-op `dvc repro`", f"{results['noop']['seconds']:.2f}", "", ""],
             [f"one-head change ({results['one_head_change']['change']})", f"{results['one_head_change']['seconds']:.1f}", "", ""],
+            [f"the same, no stage server running ({results['one_head_change']['without_server']['change']})",
+             f"{results['one_head_change']['without_server']['seconds']:.1f}", "", ""],
         ]),
+        "",
+        (f"The stage server (tlpipe.launcher) that the run started held {results['stage_server_rss_mib']:,.0f} MiB resident "
+         f"after it." if results["stage_server_rss_mib"] else "No stage server ran (`TLPIPE_STAGE_SERVER=off`, or not Linux)."),
         "",
         (f"usual / pipeline: **{ratios['usual_over_pipeline']:.1f}** (whole `dvc repro -f`), "
          f"{ratios['usual_over_core']:.1f} (features + train stages)." if usual else f"The {SKIPPED_USUAL}."),

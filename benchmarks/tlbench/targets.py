@@ -47,7 +47,8 @@ def check_targets(results: dict, compare: dict | None) -> list[dict]:
         },
         {
             "target": "one-head change ≤ 10% of a full run",
-            "measured": f"{100 * one_head['fraction_of_full_run']:.1f}% ({one_head['seconds']:.1f} s; {', '.join(one_head['stages_run'])})",
+            "measured": f"{100 * one_head['fraction_of_full_run']:.1f}% ({one_head['seconds']:.1f} s; {', '.join(one_head['stages_run'])}); "
+                        f"with no stage server running: {100 * one_head['without_server']['fraction_of_full_run']:.1f}%",
             "pass": one_head["fraction_of_full_run"] <= 0.10 and set(one_head["stages_run"]) == ONE_HEAD_STAGES,
         },
         _rss_target(results, compare),

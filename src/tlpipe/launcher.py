@@ -40,6 +40,7 @@ import threading
 import time
 
 SWITCH = "TLPIPE_STAGE_SERVER"  # "off": no server
+TAG = "TLPIPE_STAGE_SERVER_TAG"  # any value: a server apart from the others (the tests', the benchmark's)
 IDLE = "TLPIPE_STAGE_SERVER_IDLE"  # seconds a server waits for a stage before it stops
 DEFAULT_IDLE_S = 600
 
@@ -217,6 +218,17 @@ def _check_same_user(connection: socket.socket) -> None:
 
 def _idle_seconds() -> float:
     return float(os.environ.get(IDLE, DEFAULT_IDLE_S))
+
+
+def server_pid() -> int | None:
+    """The process id of this environment's server, if one runs."""
+    try:
+        connection = _connect(start=False)
+    except ServerUnavailable:
+        return None
+    with connection:
+        pid, _, _ = UCRED.unpack(connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size))
+    return pid
 
 
 def stop() -> bool:
