@@ -49,10 +49,10 @@ DEFAULT_IDLE_S = 600
 IN_PROCESS = ("tlpipe.stages.source", "tlpipe.stages.fetch", "tlpipe.stages.split")
 STARTS_THE_SERVER = ("tlpipe.stages.fetch", "tlpipe.stages.split")
 
-PRELOADED = ("tensorflow", "keras")  # before the server takes its first stage
-# What the stages import beyond TensorFlow, one module at a time while no stage runs (an import beside a
-# stage would take a core from it): a stage that comes waits for one import at most.
-PRELOADED_WHEN_IDLE = ("pandas", "pydantic", "yaml", "PIL.Image", "dvclive", "sklearn.metrics", "scipy.stats")
+# What the TensorFlow stages import but tlpipe. Once TensorFlow and Keras are in, the rest costs about
+# 0.5 s, most of it dvc.repo (which DVCLive imports to find the repo).
+PRELOADED = ("tensorflow", "keras", "pandas", "pydantic", "yaml", "PIL.Image", "sklearn.metrics", "scipy.stats",
+             "dvclive", "dvc.repo")
 
 # The environment a preloaded module may read when imported: a server serves only callers that agree on it.
 KEY_PREFIXES = ("TF_", "KERAS_", "CUDA_", "XLA_", "NVIDIA_", "OMP_", "OPENBLAS_", "MKL_", "KMP_", "ONEDNN_",
@@ -265,7 +265,6 @@ class Server:
         signal.signal(signal.SIGCHLD, lambda number, frame: None)
         self.selector.register(self.wakeup, selectors.EVENT_READ)
         self.preloaded: dict[str, tuple[str, list[int]]] = {}  # top-level package -> its file, stamp
-        self.pending = list(PRELOADED_WHEN_IDLE)
         self.accepting = True
 
     def preload(self, module: str) -> None:
@@ -281,20 +280,10 @@ class Server:
         """Serve until idle or stopped (None), or, in a forked child, the request it is to run."""
         idle_since = time.monotonic()
         while True:
-            preloading = bool(self.pending) and not self.children
-            if preloading:
-                timeout = 0
-            elif self.children:
-                timeout = None
-            else:
-                timeout = max(0.0, idle_since + self.idle_seconds - time.monotonic())
+            timeout = None if self.children else max(0.0, idle_since + self.idle_seconds - time.monotonic())
             events = self.selector.select(timeout)
-            if not events:
-                if preloading:
-                    self.preload(self.pending.pop(0))
-                    continue
-                if not self.children:
-                    return None
+            if not events:  # idle for idle_seconds
+                return None
             for key, _ in events:
                 if key.fileobj is self.listener:
                     request = self.accept()
@@ -316,7 +305,6 @@ class Server:
         self.accepting = False
         self.selector.unregister(self.listener)
         self.listener.close()
-        self.pending.clear()
 
     def accept(self) -> dict | None:
         """Take one connection: in a forked child, its request; else None."""
