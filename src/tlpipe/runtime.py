@@ -26,6 +26,19 @@ def setup(seed: int, devices: str | int = "auto") -> str:
     return f"CPU ({os.cpu_count()} cores)"
 
 
+def untuned(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` with tf.data's autotuner off: its parallelism and buffers are the ones its builder set.
+
+    Measured on a 2-core CPU (AMD EPYC), VGG16 in bfloat16 at 224 px fed by tf.data: with the
+    autotuner on, each pass over the images ran at random at 16 or at 9.4 img/s, its compute
+    threads waiting on each other with the cores idle; with it off, 16 img/s in 16 passes of 16.
+    Fed the same images as arrays, the trunk ran at 16 img/s throughout.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def strategy(devices: str | int, multi_worker: bool = False) -> tf.distribute.Strategy:
     """The tf.distribute strategy runtime.devices asks for on this machine; call it after setup().
 

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tlpipe.data.decoding import decode_batch, start_workers
+from tlpipe.data.decoding import decode_batch, start_workers, usable_cores
 from tlpipe.errors import keeping_user_errors
+from tlpipe.runtime import untuned
 
 Transform = Callable[[tf.Tensor], tf.Tensor]
 Augmentation = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (image, seed) -> image
@@ -26,8 +27,9 @@ def image_batches(
     """Batches of float32 RGB images root/<path> at size x size, 0-255; (images, labels) when `labels` are given.
 
     The trunk's preprocessing is inside the models (tlpipe.model.trunks). Each batch is
-    decoded by worker processes (tlpipe.data.decoding), several batches at once and ahead
-    of the consumer (prefetch). `augmentation` (tlpipe.data.augment) runs on each image,
+    decoded by worker processes (tlpipe.data.decoding), one batch per worker at a time, up to
+    two batches ahead of the consumer (prefetch); set here, with tf.data's autotuner off
+    (tlpipe.runtime.untuned). `augmentation` (tlpipe.data.augment) runs on each image,
     one after another, with a seed of its own, drawn anew on each pass: the augmented images
     follow from the seeds and how many passes came before, not from how far a dropped
     iterator read ahead. `shuffle_seed` shuffles the images anew on each pass over them, the
@@ -52,7 +54,7 @@ def image_batches(
     if labels is not None:
         labels = tf.constant(labels)
         dataset = dataset.map(lambda indices: (indices, tf.gather(labels, indices)))
-    dataset = dataset.map(_on_images(decode_images), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(_on_images(decode_images), num_parallel_calls=usable_cores(), deterministic=True)
     if augmentation is not None:
         # Sequential, and per image: over a batch, keras-cv's RandAugment draws for its
         # images in parallel, in no fixed order (measured: 3% of pixels differ between runs).
@@ -60,7 +62,7 @@ def image_batches(
         dataset = dataset.map(lambda element, seed: _on_images(lambda image: augmentation(image, seed))(*tf.nest.flatten(element)))
         dataset = dataset.batch(batch_size)
     dataset = dataset.map(_on_images(lambda images: tf.cast(images, tf.float32)))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return untuned(dataset.prefetch(2))
 
 
 def _image_seeds() -> tf.data.Dataset:
