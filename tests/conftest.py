@@ -6,6 +6,7 @@ its run (imported libraries set KMP_* and TF_CPP_MIN_LOG_LEVEL, a test sets TLPI
 later stages another. So at the end every server with the session's tag is stopped, not only the one the
 final environment reaches."""
 
+import contextlib
 import os
 import signal
 import sys
@@ -23,7 +24,8 @@ def own_stage_server():
     yield
     launcher.stop()
     for pid in _servers_tagged(tag):
-        os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile (the one launcher.stop() stopped)
+            os.kill(pid, signal.SIGTERM)
 
 
 def _servers_tagged(tag: str) -> list[int]:
