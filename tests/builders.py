@@ -1,5 +1,7 @@
 """Builders shared by the tests: params.yaml files, tiny images, image folders and archives."""
 
+import contextlib
+import gzip
 import hashlib
 import io
 import tarfile
@@ -65,8 +67,14 @@ def sha256_hex(path: Path) -> str:
 
 
 def make_tar(path: Path, files: dict[str, bytes], symlinks: dict[str, str] | None = None, mode: str = "w:gz") -> Path:
-    """A tar archive holding `files` ({entry name: content}) and `symlinks` ({entry name: target})."""
-    with tarfile.open(path, mode) as tar:
+    """A tar archive holding `files` ({entry name: content}) and `symlinks` ({entry name: target}). The same
+    arguments give the same bytes: gzip's header would otherwise stamp the current second into it."""
+    with contextlib.ExitStack() as stack:
+        if mode == "w:gz":
+            fileobj = stack.enter_context(gzip.GzipFile(path, "wb", mtime=0))
+            tar = stack.enter_context(tarfile.open(fileobj=fileobj, mode="w"))
+        else:
+            tar = stack.enter_context(tarfile.open(path, mode))
         for name, content in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(content)
@@ -99,16 +107,13 @@ def color_image(color: tuple[int, int, int], seed: int, size: int = 32) -> Image
 
 def write_color_archive(path: Path, per_class: int) -> Path:
     """A .tar.gz image folder dataset (one top-level folder) of 3 colour classes."""
-    with tarfile.open(path, "w:gz") as archive:
-        for class_index, (name, color) in enumerate(COLORS.items()):
-            for index in range(per_class):
-                buffer = io.BytesIO()
-                color_image(color, seed=class_index * 10_000 + index).save(buffer, format="PNG")
-                info = tarfile.TarInfo(f"colors/{name}/{index:03d}.png")
-                info.size = buffer.tell()
-                buffer.seek(0)
-                archive.addfile(info, buffer)
-    return path
+    files = {}
+    for class_index, (name, color) in enumerate(COLORS.items()):
+        for index in range(per_class):
+            buffer = io.BytesIO()
+            color_image(color, seed=class_index * 10_000 + index).save(buffer, format="PNG")
+            files[f"colors/{name}/{index:03d}.png"] = buffer.getvalue()
+    return make_tar(path, files)
 
 
 def png_declaring_size(width: int, height: int) -> bytes:
