@@ -14,6 +14,7 @@ import pytest
 
 from builders import REPO
 from tlpipe import launcher
+from tlpipe.errors import INTERRUPTED
 
 # What a stage sees of its process, as JSON on stdout; with `wait`, it says "ready" and sleeps until stopped.
 PROBE = """
@@ -140,6 +141,36 @@ def test_a_killed_caller_takes_its_stage_with_it(environment):
     while Path(f"/proc/{probe['pid']}").exists():
         assert time.monotonic() < deadline, "the stage outlived its caller"
         time.sleep(0.05)
+
+
+def test_a_ctrl_c_before_a_stale_server_answers_ends_the_caller_in_one_line(environment, tmp_path):
+    # The caller's working directory, first on its sys.path, holds a yaml package of its own: not the one the
+    # server preloaded, so the server answers "stale" and stops, and the stage would run in the caller instead.
+    (tmp_path / "yaml").mkdir()
+    (tmp_path / "yaml" / "__init__.py").write_text("")
+    server = seen(launch(environment))["ppid"]
+    os.kill(server, signal.SIGSTOP)  # the caller connects (the listen backlog), then waits for an answer
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "tlpipe.launcher", "probe"], cwd=tmp_path, env=environment,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until_it_catches(process.pid, signal.SIGTERM)  # its forwarding handlers are set: it holds signals
+        process.send_signal(signal.SIGINT)
+    finally:
+        os.kill(server, signal.SIGCONT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stdout, stderr) == (130, "", f"error: {INTERRUPTED}\n")
+
+
+def wait_until_it_catches(pid: int, number: int) -> None:
+    """Until process `pid` has a handler for signal `number` (its SigCgt mask in /proc)."""
+    deadline = time.monotonic() + 30
+    while True:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+        if caught & (1 << (number - 1)):
+            return
+        assert time.monotonic() < deadline, f"process {pid} set no handler for signal {number}"
+        time.sleep(0.01)
 
 
 def test_another_environment_gets_another_server(environment):

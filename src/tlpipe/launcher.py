@@ -39,6 +39,8 @@ import sys
 import threading
 import time
 
+from tlpipe.errors import EXIT_INTERRUPTED, INTERRUPTED
+
 SWITCH = "TLPIPE_STAGE_SERVER"  # "off": no server
 TAG = "TLPIPE_STAGE_SERVER_TAG"  # any value: a server apart from the others (the tests', the benchmark's)
 IDLE = "TLPIPE_STAGE_SERVER_IDLE"  # seconds a server waits for a stage before it stops
@@ -128,6 +130,9 @@ def _run_served(module: str, arguments: list[str]) -> int:
             if "stale" in started:
                 raise ServerUnavailable(f"the stage server stopped: {started['stale']}")
         except ServerUnavailable:  # the stage runs here after all: its signals too
+            if signal.SIGINT in held:  # a Ctrl-C came first: the stage never starts, and says so as a stage would
+                print(f"error: {INTERRUPTED}", file=sys.stderr, flush=True)
+                sys.exit(EXIT_INTERRUPTED)
             _default_signal_handlers()
             for number in held:
                 os.kill(os.getpid(), number)
