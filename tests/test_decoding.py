@@ -60,7 +60,8 @@ def start_decoder(images, then: str) -> tuple[subprocess.Popen, list[str]]:
     return process, blocks
 
 
-def test_a_batch_reuses_a_block_and_holds_its_own_pixels(images):
+def test_batches_decoded_in_turn_each_hold_their_own_pixels(images):
+    # One block serves them in turn: the reversed batch overwrites the first, the short one only part of it.
     root, paths = images
     expected = np.stack([load_rgb(root / path, SIZE) for path in paths])
 
