@@ -89,3 +89,35 @@ def test_the_blocks_are_gone_after_the_process_is_killed(images):
     while any((SHM / name).exists() for name in blocks):
         assert time.monotonic() < deadline, f"left in {SHM}: {blocks}"
         time.sleep(0.05)
+
+
+
+# A stage that decodes one batch of its images, twice over, at 256 px: 1.9 MiB.
+BIG_BATCH = """
+import json, sys
+from pathlib import Path
+from tlpipe.data.decoding import decode_batch
+from tlpipe.errors import run_stage
+
+run_stage(lambda: decode_batch(Path(sys.argv[1]), json.loads(sys.argv[2]) * 2, 256))
+"""
+
+
+def can_mount_a_small_shm() -> bool:
+    return subprocess.run(["unshare", "--mount", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /dev/shm"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not can_mount_a_small_shm(), reason="needs unshare --mount (root) for a 1 MiB /dev/shm")
+def test_no_room_in_dev_shm_for_a_batch_is_one_line_naming_what_to_change(images):
+    root, paths = images
+    # In a mount namespace of its own, a 1 MiB /dev/shm: a container's is small too (Docker: 64 MiB).
+    in_small_shm = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$@"', "sh"]
+    result = subprocess.run([*in_small_shm, sys.executable, "-c", BIG_BATCH, str(root), json.dumps(paths)],
+                            env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                            timeout=60)
+
+    assert (result.returncode, result.stderr) == (2, (
+        "error: /dev/shm: no room for a batch of decoded images (1.9 MiB; No space left on device): lower "
+        "trunk.batch_size or trunk.image_size, or give this machine or container more shared memory "
+        "(docker run --shm-size=1g)\n"))

@@ -30,6 +30,7 @@ import numpy as np
 
 from tlpipe.data.images import load_listed_rgb
 from tlpipe.data.shifts import shift_image
+from tlpipe.errors import UserError
 
 _pool: ProcessPoolExecutor | None = None
 _free_blocks: queue.SimpleQueue = queue.SimpleQueue()  # the parent's blocks that no batch is using
@@ -74,8 +75,24 @@ def _take_block(size: int) -> SharedMemory:
         block.unlink()
         block = None
     if block is None:
-        block = SharedMemory(create=True, size=size)
+        block = _new_block(size)
         _blocks[block.name] = block
+    return block
+
+
+def _new_block(size: int) -> SharedMemory:
+    """A new shared-memory block of `size` bytes, its memory reserved now: a tmpfs (/dev/shm) grows
+    page by page as the block is written, and a page that no longer fits kills its writer (SIGBUS)."""
+    block = SharedMemory(create=True, size=size)
+    if hasattr(os, "posix_fallocate"):  # Linux; the block's file descriptor is SharedMemory's own
+        try:
+            os.posix_fallocate(block._fd, 0, size)
+        except OSError as error:
+            block.close()
+            block.unlink()
+            raise UserError(f"/dev/shm: no room for a batch of decoded images ({size / 2**20:.1f} MiB; "
+                            f"{os.strerror(error.errno)}): lower trunk.batch_size or trunk.image_size, or give "
+                            "this machine or container more shared memory (docker run --shm-size=1g)") from None
     return block
 
 
