@@ -17,6 +17,8 @@ from tlpipe.data.images import load_rgb
 
 SIZE = 24
 SHM = Path("/dev/shm")
+# The decoding processes' environment: this checkout's tlpipe; unshare, sh and mount for the small /dev/shm.
+ENVIRONMENT = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
 
 # Decodes two batches of different sizes, prints its blocks' names; then forks a child that runs the module's
 # exit handler (sys.exit would also run multiprocessing's, which fails in a fork of a pool's parent), or waits
@@ -53,7 +55,7 @@ def images(tmp_path) -> tuple[Path, list[str]]:
 def start_decoder(images, then: str) -> tuple[subprocess.Popen, list[str]]:
     root, paths = images
     process = subprocess.Popen([sys.executable, "-c", DECODER, str(root), json.dumps(paths), then],
-                               env={"PYTHONPATH": str(REPO / "src"), "PATH": ""}, stdout=subprocess.PIPE,
+                               env=ENVIRONMENT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     blocks = json.loads(process.stdout.readline())
     assert blocks and all((SHM / name).exists() for name in blocks)
@@ -114,8 +116,7 @@ def test_no_room_in_dev_shm_for_a_batch_is_one_line_naming_what_to_change(images
     # In a mount namespace of its own, a 1 MiB /dev/shm: a container's is small too (Docker: 64 MiB).
     in_small_shm = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$@"', "sh"]
     result = subprocess.run([*in_small_shm, sys.executable, "-c", BIG_BATCH, str(root), json.dumps(paths)],
-                            env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                            timeout=60)
+                            env=ENVIRONMENT, capture_output=True, text=True, timeout=60)
 
     assert (result.returncode, result.stderr) == (2, (
         "error: /dev/shm: no room for a batch of decoded images (1.9 MiB; No space left on device): lower "
